@@ -6,7 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dmtts-installed
-APT_PACKAGES := espeak-ng flite
+# espeak-ng: phonemizer; flite + festival voices: the demo corpus's speakers
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+APT_COMMANDS := espeak-ng flite text2wave
+FESTIVAL_VOICES := english/kal_diphone english/ked_diphone us/cmu_us_slt_arctic_hts
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv system-deps clean-demo
@@ -27,13 +30,14 @@ $(STAMP): $(PY) setup.py requirements.txt requirements-dev.txt constraints.txt
 venv: $(STAMP)
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_COMMANDS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for v in $(FESTIVAL_VOICES); do [ -d /usr/share/festival/voices/$$v ] || missing="$$missing $$v"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian packages:$$missing"; \
+	    echo "installing Debian packages for:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else \
-	    echo "dmtts needs Debian packages:$$missing. Run as root:"; \
+	    echo "dmtts needs Debian packages for:$$missing. Run as root:"; \
 	    echo "  sudo apt-get update && sudo apt-get install -y $(APT_PACKAGES)"; \
 	    exit 1; \
 	  fi; \
@@ -46,4 +50,4 @@ test: venv system-deps
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 clean-demo:
-	rm -rf recipes/demo/data recipes/demo/exp recipes/demo/download
+	rm -rf recipes/demo/data recipes/demo/exp recipes/demo/download recipes/demo/quality

@@ -8,9 +8,11 @@ if ! command -v dmtts >/dev/null 2>&1; then
   status=1
 fi
 if [ "${1:-}" = "--need-espeak" ]; then
-  for tool in espeak-ng flite; do
+  # the demo corpus: espeak-ng (phonemizer), flite and festival's text2wave (voices)
+  for tool in espeak-ng flite text2wave; do
     command -v "${tool}" >/dev/null 2>&1 || {
-      echo "${tool} is missing: sudo apt-get install -y espeak-ng flite" >&2; status=1; }
+      echo "${tool} is missing: sudo apt-get install -y espeak-ng flite festival festvox-kallpc16k" \
+        "festvox-kdlpc16k festvox-us-slt-hts" >&2; status=1; }
   done
 fi
 if command -v python >/dev/null 2>&1; then

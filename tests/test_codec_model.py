@@ -163,3 +163,26 @@ def test_scaled_conv_init_keeps_the_signal_time_varying():
     v = conv.parametrizations.weight.original1
     assert torch.allclose(conv.weight, v, atol=1e-6)
     assert torch.all(conv.bias == 0)
+
+
+def test_unpadded_batch_encoder_matches_items_alone():
+    """The GPU path of encode_batch: per-item convolutions + a packed BiLSTM give each item's
+    latents as if encoded alone (float rounding only); zero-padding does not."""
+    from dmtts.codec.model import DMCodec
+
+    torch.manual_seed(0)
+    m = DMCodec.from_preset("tiny").eval()
+    wavs = [torch.randn(n) * 0.1 for n in (6880, 37920, 16000, 12960)]
+    with torch.inference_mode():
+        batched = m.encoder.forward_unpadded([w[None] for w in wavs])
+        x = torch.zeros(len(wavs), 1, max(len(w) for w in wavs))
+        for i, w in enumerate(wavs):
+            x[i, 0, : len(w)] = w
+        padded = m.encoder(x)
+        for i, w in enumerate(wavs):
+            alone = m.encoder(w[None, None])[0]
+            assert batched[i].shape == alone.shape
+            assert torch.allclose(batched[i], alone, atol=1e-5)
+        short = wavs[0]
+        alone = m.encoder(short[None, None])[0]
+        assert not torch.allclose(padded[0, :, : alone.shape[-1]], alone, atol=1e-3)

@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 
 from dmtts.codec.rvq import EuclideanCodebook, ResidualVectorQuantizer
@@ -44,23 +45,85 @@ def test_ema_update_matches_hand_computation():
 def test_dead_codes_are_replaced_from_the_batch():
     torch.manual_seed(0)
     rvq = ResidualVectorQuantizer(dim=2, n_q=1, codebook_size=4, decay=0.5, kmeans_init=False,
-                                  threshold_ema_dead_code=0.5)
+                                  threshold_ema_dead_code=0.1)
     cb = rvq.layers[0]
     cb.embed.copy_(torch.tensor([[0.0, 0.0], [100.0, 100.0], [200.0, 0.0], [0.0, 200.0]]))
-    cb.embed_avg.copy_(cb.embed)
-    cb.cluster_size.fill_(1.0)
+    cb.embed_avg.copy_(cb.embed * 16.0)
+    cb.cluster_size.fill_(16.0)
     rvq.train()
     x = torch.randn(1, 2, 64) * 0.1  # all near entry 0: entries 1..3 are never used
+    # step 1: usage [0.5*16 + 0.5*64, 8, 8, 8] = [40, 8, 8, 8]; mean 16, threshold 1.6: none dead
     out = rvq(x)
-    # usage of unused entries decays 1 -> 0.5 (not below 0.5 yet); next step 0.25 < 0.5 -> replaced
-    assert out.dead_codes == 0
+    assert out.dead_codes == 0 and out.stats["replaced_l1"] == 0
+    assert torch.allclose(cb.cluster_size, torch.tensor([40.0, 8, 8, 8]))
+    # steps 2-3: [52, 4, 4, 4] (threshold 1.6) then [58, 2, 2, 2] (threshold 1.6): still alive;
+    # step 4: [61, 1, 1, 1], mean 16, threshold 1.6 -> the three unused entries are replaced
+    assert rvq(x).dead_codes == 0 and rvq(x).dead_codes == 0
     out = rvq(x)
-    assert out.dead_codes == 3
+    assert out.dead_codes == 3 and out.stats["replaced_l1"] == 3
     batch = x[0].t()
     for k in (1, 2, 3):
         e = cb.embed[k]
         assert torch.isclose(torch.cdist(e[None], batch).min(), torch.tensor(0.0), atol=1e-6)
         assert torch.allclose(cb.embed_avg[k] / cb.cluster_size[k], e)  # consistent EMA state
+        assert torch.isclose(cb.cluster_size[k], torch.tensor(64.0 / 4))  # restarts at the mean usage
+
+
+def test_used_codes_are_not_churned_with_fewer_frames_than_two_per_code():
+    """Regression: with an absolute threshold of 2 (EnCodec's), a step of N < 2K frames left most
+    codes under the threshold, so they were re-drawn every step. The default threshold is relative
+    to the mean usage N/K: a codebook whose codes are all in use keeps every entry."""
+    torch.manual_seed(0)
+    K, D, N = 128, 8, 200  # the demo's frames per step and codes per level: N/K = 1.56
+    centers = torch.randn(K, D) * 3
+    rvq = ResidualVectorQuantizer(dim=D, n_q=1, codebook_size=K, kmeans_init=False)  # default threshold
+    cb = rvq.layers[0]
+    cb.embed.copy_(centers)
+    cb.embed_avg.copy_(centers * N / K)
+    cb.cluster_size.fill_(N / K)
+    rvq.train()
+    g = torch.Generator().manual_seed(1)
+    replaced = 0
+    for _ in range(60):
+        idx = torch.randint(0, K, (N,), generator=g)
+        x = centers[idx] + 0.01 * torch.randn(N, D, generator=g)
+        replaced += rvq(x.t()[None]).dead_codes
+    assert replaced == 0
+    assert torch.allclose(cb.embed, centers, atol=0.05)  # stable meanings
+
+
+def test_unused_code_is_replaced_after_usage_decays_over_many_steps():
+    torch.manual_seed(0)
+    K, D, N = 16, 4, 64
+    centers = torch.randn(K, D) * 3
+    rvq = ResidualVectorQuantizer(dim=D, n_q=1, codebook_size=K, decay=0.9, kmeans_init=False)
+    cb = rvq.layers[0]
+    cb.embed.copy_(centers)
+    cb.embed_avg.copy_(centers * N / K)
+    cb.cluster_size.fill_(N / K)
+    rvq.train()
+    g = torch.Generator().manual_seed(1)
+    first_replacement = None
+    for step in range(1, 40):
+        idx = torch.randint(1, K, (N,), generator=g)  # entry 0 is never the nearest
+        out = rvq((centers[idx] + 0.01 * torch.randn(N, D, generator=g)).t()[None])
+        if out.dead_codes and first_replacement is None:
+            first_replacement = step
+            assert out.dead_codes == 1
+    # usage 4 * 0.9^s falls under 0.1 * mean (0.4) after s = 22 steps: replaced then, not before
+    assert first_replacement == 22
+
+
+def test_code_statistics_hand_computed():
+    from dmtts.codec.rvq import code_statistics
+
+    used, ppl = code_statistics(torch.tensor([0, 0, 1, 1]), 8)
+    assert used == 2 and ppl == pytest.approx(2.0)
+    used, ppl = code_statistics(torch.tensor([3, 3, 3]), 8)
+    assert used == 1 and ppl == pytest.approx(1.0)
+    p = torch.tensor([0.5, 0.25, 0.25])
+    used, ppl = code_statistics(torch.tensor([0, 0, 1, 2]), 4)
+    assert used == 3 and ppl == pytest.approx(float(torch.exp(-(p * p.log()).sum())))
 
 
 def test_straight_through_and_commitment():
@@ -101,7 +164,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from dmtts.codec.train import CodecTrainer
     from dmtts.train.distributed import cleanup_distributed
 
-    cfg = micro_config(model={"dead_code_threshold": 1.5})
+    cfg = micro_config(model={"dead_code_threshold": 0.9})
     trainer = CodecTrainer(cfg, out_dir)
     g = torch.Generator().manual_seed(100 + rank)  # different data on every rank
     for _ in range(2):

@@ -9,7 +9,7 @@ from lhotse.supervision import AlignmentItem
 
 from corpus_fixtures import tone
 from dmtts.cli import main
-from dmtts.data.demo_corpus import VOICES, generate_sentences, make_demo_corpus
+from dmtts.data.demo_corpus import HELD_OUT_VOICE, VOICES, generate_sentences, make_demo_corpus
 from dmtts.data.subsets import codec_eval_subset, load_prompt_audio, tts_eval_pairs
 from dmtts.errors import DmttsError
 
@@ -102,7 +102,8 @@ def test_demo_corpus_round_trip(tmp_path, capsys):
     assert len(flacs) == 12 and flacs[0].relative_to(corpus).parts == ("1001", "1", "1001-1-0000.flac")
     trans = (corpus / "1001/1/1001-1.trans.txt").read_text().splitlines()
     assert len(trans) == 4 and trans[0].startswith("1001-1-0000 ")
-    assert "flite:slt" in (corpus / "SPEAKERS.txt").read_text()
+    speakers_txt = (corpus / "SPEAKERS.txt").read_text()
+    assert "1001 | flite:slt" in speakers_txt and "1003 | festival:cmu_us_slt_arctic_hts" in speakers_txt
     # Deterministic per seed: same texts when regenerated elsewhere.
     make_demo_corpus(tmp_path / "again", 3, 4, seed=5)
     assert (tmp_path / "again/1001/1/1001-1.trans.txt").read_text() == "\n".join(trans) + "\n"
@@ -126,9 +127,10 @@ def test_demo_voices_differ(tmp_path):
     from dmtts.data.demo_corpus import synthesize
 
     text = "The same words for every voice."
-    audios = [synthesize(v, text) for v in VOICES[:8]]
+    voices = list(VOICES) + [HELD_OUT_VOICE]
+    audios = [synthesize(v, text) for v in voices]
     for i in range(len(audios)):
         for j in range(i + 1, len(audios)):
             a, b = audios[i], audios[j]
             n = min(len(a), len(b))
-            assert len(a) != len(b) or not np.allclose(a[:n], b[:n], atol=1e-3), (VOICES[i], VOICES[j])
+            assert len(a) != len(b) or not np.allclose(a[:n], b[:n], atol=1e-3), (voices[i], voices[j])

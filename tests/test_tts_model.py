@@ -156,3 +156,30 @@ def test_model_shapes_default_config_builds(adaptive):
     small = TTSModelConfig(n_layers=1, n_heads=4, d_model=16, ffn_dim=32, codebook_size=16, text_vocab_size=10)
     model = (NARModel if adaptive else ARModel)(small)
     assert IGNORE == -100 and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_nar_stage_embedding_learns_from_the_first_step():
+    """Regression: the adaptive LayerNorm's projection started at exactly zero, so the stage
+    embedding got no gradient and ScaledAdam (step proportional to the parameter RMS) barely
+    moved the projection. Both must get a gradient, and the stage must change the output."""
+    from dmtts.optim.scaled_adam import ScaledAdam
+
+    torch.manual_seed(5)
+    model = NARModel(CFG)
+    model.train()
+    text, text_lens = _batch(2)
+    codes = torch.randint(0, 16, (2, 10, 8))
+    args = (text, text_lens, codes, torch.tensor([10, 9]), torch.tensor([3, 2]))
+    loss, _ = model(*args, torch.tensor([2, 5]))
+    loss.backward()
+    assert model.stage_emb.weight.grad is not None and model.stage_emb.weight.grad.abs().sum() > 0
+    proj = [m.proj.weight for m in model.modules() if m.__class__.__name__ == "AdaptiveLayerNorm"]
+    assert proj and all(w.grad.abs().sum() > 0 and w.detach().pow(2).mean().sqrt() > 1e-3 for w in proj)
+    before = [w.detach().clone() for w in proj]
+    ScaledAdam(model.parameters(), lr=0.05).step()
+    # first step: lr * (1 - beta1) * RMS = 0.05 * 0.1 * 0.02 = 1e-4 (a zero weight: 5e-8)
+    assert all((w.detach() - b).abs().max() > 5e-5 for w, b in zip(proj, before))
+    model.eval()  # the stage alone changes the prediction
+    a = model._logits(*args, torch.tensor([2, 2]))
+    b = model._logits(*args, torch.tensor([3, 3]))
+    assert not torch.allclose(a[:, :, :], b[:, :, :])

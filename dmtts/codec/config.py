@@ -50,7 +50,9 @@ class CodecModelConfig:
     ema_epsilon: float = 1e-5
     kmeans_init: bool = True
     kmeans_iters: int = 50
-    dead_code_threshold: float = 2.0
+    # an entry is dead (re-drawn from the batch) when its EMA usage is under this fraction of the
+    # mean usage N/K; 0 switches replacement off (see dmtts/codec/rvq.py for why it is relative)
+    dead_code_threshold: float = 0.1
     conv_init: str = "scaled"  # scaled: variance-preserving, zero bias | torch: PyTorch default (public code)
 
 

@@ -3,9 +3,17 @@
 * Euclidean nearest neighbour; codebooks are buffers updated by an exponential moving average
   (decay 0.99) of the assigned vectors, with Laplace smoothing of the cluster sizes.
 * k-means initialisation on the first training batch.
-* Dead-code replacement: entries whose EMA usage falls below ``threshold_ema_dead_code`` are
-  replaced by random vectors of the current batch (their EMA statistics are reset consistently,
-  so the replacement survives the next EMA update).
+* Dead-code replacement: an entry is dead when its EMA usage falls below
+  ``threshold_ema_dead_code`` times the *mean* EMA usage (the usage every entry would have if the
+  frames of a step were spread uniformly, N / K). The threshold is relative because an absolute
+  one (EnCodec's 2.0) declares most codes dead every step whenever a step has fewer than 2 frames
+  per code (demo: 200 frames / 128 codes; the paper's 900 frames / 1024 codes per GPU), and the
+  codebook then never holds stable meanings. With decay 0.99 and the default 0.1, an entry that
+  stops being chosen is replaced after about 230 steps, i.e. on usage accumulated over many
+  steps. Dead entries are re-drawn from the current batch's residuals (their EMA statistics are
+  reset consistently, so the replacement survives the next EMA update).
+* Training statistics per level (``RVQOutput.stats``): codes used in the batch, the perplexity of
+  the batch's code histogram, and entries replaced this step; the trainer logs them.
 * Quantisation uses a *detached* residual (``r_{k+1} = r_k - q_k.detach()``) and one
   straight-through estimator on the sum (the EnCodec/AudioCraft fix): the decoder input is
   ``x + (sum_k q_k - x).detach()``. Each level's output returned for distillation is
@@ -18,7 +26,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +60,7 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tup
 
 class EuclideanCodebook(nn.Module):
     def __init__(self, dim: int, codebook_size: int, decay: float = 0.99, epsilon: float = 1e-5,
-                 kmeans_init: bool = True, kmeans_iters: int = 10, threshold_ema_dead_code: float = 2.0):
+                 kmeans_init: bool = True, kmeans_iters: int = 10, threshold_ema_dead_code: float = 0.1):
         super().__init__()
         self.dim, self.codebook_size = dim, codebook_size
         self.decay, self.epsilon = decay, epsilon
@@ -89,19 +97,31 @@ class EuclideanCodebook(nn.Module):
         self.embed.copy_(self.embed_avg / smoothed[:, None])
 
     @torch.no_grad()
+    def dead_threshold(self) -> float:
+        """EMA usage under which an entry counts as dead: a fraction of the mean usage N / K."""
+        return self.threshold_ema_dead_code * float(self.cluster_size.sum()) / self.codebook_size
+
+    @torch.no_grad()
     def expire_codes_(self, x: torch.Tensor) -> int:
-        """Replace entries with EMA usage below the threshold by batch vectors; returns how many."""
+        """Replace entries whose EMA usage is under :meth:`dead_threshold` by batch vectors.
+
+        The replacement's EMA usage restarts at the mean usage, so a fresh entry gets about as
+        many steps to win frames as it takes an unused entry to decay to the threshold.
+        Returns how many entries were replaced.
+        """
         if self.threshold_ema_dead_code <= 0:
             return 0
-        dead = self.cluster_size < self.threshold_ema_dead_code  # identical on every rank
+        threshold = self.dead_threshold()
+        dead = self.cluster_size < threshold  # identical on every rank (all-reduced statistics)
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
         new = _sample_vectors(x, n_dead).contiguous()
         broadcast(new)
+        mean_usage = float(self.cluster_size.sum()) / self.codebook_size
         self.embed[dead] = new
-        self.cluster_size[dead] = self.threshold_ema_dead_code
-        self.embed_avg[dead] = new * self.threshold_ema_dead_code
+        self.cluster_size[dead] = mean_usage
+        self.embed_avg[dead] = new * mean_usage
         return n_dead
 
     # -- quantisation ---------------------------------------------------------------------------
@@ -126,12 +146,25 @@ class RVQOutput:
     levels: list[torch.Tensor]  # per level [B, D, T], straight-through w.r.t. its residual
     commit_loss: torch.Tensor  # scalar
     dead_codes: int = 0
+    stats: dict[str, float] = field(default_factory=dict)  # training only: per-level codebook health
+
+
+def code_statistics(codes: torch.Tensor, codebook_size: int) -> tuple[int, float]:
+    """(distinct codes used, perplexity of the code histogram) of ``codes[N]``.
+
+    The perplexity is exp(entropy) of the empirical distribution: K for a uniform use of K codes,
+    1 for a single code.
+    """
+    counts = torch.bincount(codes.reshape(-1), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
+    return int((counts > 0).sum()), float(torch.exp(entropy))
 
 
 class ResidualVectorQuantizer(nn.Module):
     def __init__(self, dim: int = 1024, n_q: int = 8, codebook_size: int = 1024, decay: float = 0.99,
                  epsilon: float = 1e-5, kmeans_init: bool = True, kmeans_iters: int = 10,
-                 threshold_ema_dead_code: float = 2.0):
+                 threshold_ema_dead_code: float = 0.1):
         super().__init__()
         self.n_q, self.dim, self.codebook_size = n_q, dim, codebook_size
         self.layers = nn.ModuleList(
@@ -157,7 +190,8 @@ class ResidualVectorQuantizer(nn.Module):
         codes, levels = [], []
         commit = x.new_zeros(())
         dead_total = 0
-        for layer in self.layers[:n_q]:
+        stats: dict[str, float] = {}
+        for level, layer in enumerate(self.layers[:n_q], start=1):
             if self.training and not bool(layer.inited.item()):
                 layer.init_embed_(residual.detach())
             r_det = residual.detach()
@@ -171,7 +205,12 @@ class ResidualVectorQuantizer(nn.Module):
             codes.append(idx.reshape(B, T))
             residual = residual - q.detach()
             if self.training:
-                dead_total += layer.expire_codes_(r_det.float())
+                replaced = layer.expire_codes_(r_det.float())
+                dead_total += replaced
+                used, perplexity = code_statistics(idx, layer.codebook_size)
+                stats[f"used_l{level}"] = float(used)
+                stats[f"perplexity_l{level}"] = perplexity
+                stats[f"replaced_l{level}"] = float(replaced)
         quantized = flat_x + (quantized_sum - flat_x).detach()
         return RVQOutput(
             quantized=quantized.reshape(B, T, D).transpose(1, 2),
@@ -179,6 +218,7 @@ class ResidualVectorQuantizer(nn.Module):
             levels=levels,
             commit_loss=commit,
             dead_codes=dead_total,
+            stats=stats,
         )
 
     @torch.no_grad()

@@ -93,6 +93,20 @@ class SLSTM(nn.Module):
             xt = xt.repeat(1, 1, 2)
         return (y + xt).transpose(1, 2)
 
+    def forward_packed(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Items ``[C, T_i]`` of different lengths in one packed LSTM call (no padding enters
+        either direction); returns ``[C', T_i]`` per item, as :meth:`forward` on each alone."""
+        from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+        seqs = [x.transpose(0, 1) for x in xs]  # [T_i, C]
+        packed = pack_sequence(seqs, enforce_sorted=False)
+        y, lengths = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
+        out = []
+        for i, xt in enumerate(seqs):
+            skip = xt.repeat(1, 2) if self.bidirectional else xt
+            out.append((y[i, : int(lengths[i])] + skip).transpose(0, 1))
+        return out
+
 
 class ResidualUnit(nn.Module):
     """ELU -> conv(k, dim -> dim/compress) -> ELU -> conv(1, -> dim), plus a skip connection.
@@ -144,6 +158,28 @@ class SEANetEncoder(nn.Module):
         """``wav[B, 1, N]`` -> latents ``[B, D, ceil(N / hop)]``."""
         return self.model(wav)
 
+    def _parts(self) -> tuple[nn.Module, SLSTM | None, nn.Module]:
+        """(convolutional front-end, the BiLSTM or None, what follows it)."""
+        layers = list(self.model)
+        i = next((i for i, l in enumerate(layers) if isinstance(l, SLSTM)), None)
+        if i is None:
+            return nn.Sequential(*layers[:-2]), None, nn.Sequential(*layers[-2:])
+        return nn.Sequential(*layers[:i]), layers[i], nn.Sequential(*layers[i + 1:])
+
+    def _front_chunked(self, front: nn.Module, wav: torch.Tensor, chunk_frames: int, halo_frames: int) -> torch.Tensor:
+        """The front-end on one item ``wav[1, 1, N]``, chunk by chunk (see :meth:`forward_chunked`)."""
+        hop, n = self.hop_length, wav.shape[-1]
+        frames = math.ceil(n / hop)
+        if chunk_frames <= 0 or frames <= chunk_frames + 2 * halo_frames:
+            return front(wav)
+        pieces = []
+        for f0 in range(0, frames, chunk_frames):
+            f1 = min(frames, f0 + chunk_frames)
+            lo, hi = max(0, f0 - halo_frames), min(frames, f1 + halo_frames)
+            y = front(wav[..., lo * hop: min(n, hi * hop)])
+            pieces.append(y[..., f0 - lo: f1 - lo])
+        return torch.cat(pieces, dim=-1)
+
     def forward_chunked(self, wav: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2) -> torch.Tensor:
         """Inference-only equivalent of :meth:`forward` that is kinder to CPU caches.
 
@@ -154,23 +190,31 @@ class SEANetEncoder(nn.Module):
         Chunk borders sit on frame boundaries, so the result equals :meth:`forward` up to float
         rounding.
         """
-        layers = list(self.model)
-        cut = next((i for i, l in enumerate(layers) if isinstance(l, SLSTM)), len(layers) - 2)
-        front, back = nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
-        hop, n = self.hop_length, wav.shape[-1]
-        frames = math.ceil(n / hop)
+        frames = math.ceil(wav.shape[-1] / self.hop_length)
         if frames <= chunk_frames + 2 * halo_frames:
             return self.model(wav)
-        outs = []
-        for b in range(wav.shape[0]):
-            pieces = []
-            for f0 in range(0, frames, chunk_frames):
-                f1 = min(frames, f0 + chunk_frames)
-                lo, hi = max(0, f0 - halo_frames), min(frames, f1 + halo_frames)
-                y = front(wav[b: b + 1, :, lo * hop: min(n, hi * hop)])
-                pieces.append(y[..., f0 - lo: f1 - lo])
-            outs.append(torch.cat(pieces, dim=-1))
-        return back(torch.cat(outs, dim=0))
+        front, lstm, back = self._parts()
+        feats = torch.cat([self._front_chunked(front, wav[b: b + 1], chunk_frames, halo_frames)
+                           for b in range(wav.shape[0])], dim=0)
+        return back(lstm(feats) if lstm is not None else feats)
+
+    def forward_unpadded(self, wavs: Sequence[torch.Tensor], chunk_frames: int = 0,
+                         halo_frames: int = 2) -> list[torch.Tensor]:
+        """Latents of items of different lengths, each as if encoded alone (GPU batching).
+
+        ``wavs``: tensors ``[1, N_i]``; returns ``[D, T_i]`` per item. Zero-padding a batch is
+        not exact: the backward LSTM would start in the padding, and the reflect padding of the
+        convolutions would see zeros instead of the item's own end. Here the convolutions run
+        per item on its own samples (chunked when ``chunk_frames > 0``, as :meth:`forward_chunked`
+        does) and only the BiLSTM runs batched, on a packed sequence, so each item's result
+        equals encoding it alone up to float rounding (the LSTM's matrix products see another
+        batch size).
+        """
+        front, lstm, back = self._parts()
+        feats = [self._front_chunked(front, w[None], chunk_frames, halo_frames)[0] for w in wavs]
+        if lstm is not None:
+            feats = lstm.forward_packed(feats)
+        return [back(f[None])[0] for f in feats]
 
 
 class SEANetDecoder(nn.Module):

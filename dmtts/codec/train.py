@@ -226,6 +226,7 @@ class CodecTrainer:
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
                  "mel": mel.item(), "wav_l1": wav.item(), "commit": commit.item(), "distill": float(distill.detach()),
                  "dead_codes": float(out.dead_codes), **parts}
+        self._codebook_stats = out.codebook_stats
         self._last = (x[0], x_hat[0].detach())
         return stats
 
@@ -373,6 +374,7 @@ class CodecTrainer:
         if self.step % max(1, t.log_every) == 0:
             self.logger.scalars(stats, self.step, prefix="train/")
             self.logger.scalars({"lr": self.opt_g.param_groups[0]["lr"]}, self.step, prefix="train/")
+            self.logger.scalars(getattr(self, "_codebook_stats", {}), self.step, prefix="codebook/")
         if t.tb_audio_every > 0 and self.step % t.tb_audio_every == 0 and self.dist.is_main:
             from dmtts.audio import mel_spectrogram
 

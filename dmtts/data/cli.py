@@ -27,7 +27,8 @@ def _download(args: argparse.Namespace) -> int:
 def _make_demo_corpus(args: argparse.Namespace) -> int:
     from dmtts.data.demo_corpus import make_demo_corpus
 
-    print(make_demo_corpus(args.output_dir, args.num_speakers, args.utts_per_speaker, args.seed))
+    print(make_demo_corpus(args.output_dir, args.num_speakers, args.utts_per_speaker, args.seed,
+                           args.num_jobs))
     return 0
 
 
@@ -35,13 +36,13 @@ def _subset(args: argparse.Namespace) -> int:
     from dmtts.data import subsets
 
     cuts = subsets.load_cuts(args.cuts)
+    exclude = None
+    if args.exclude_speakers_in:
+        exclude = {c.supervisions[0].speaker for c in subsets.load_cuts(args.exclude_speakers_in)
+                   if c.supervisions}
     if args.protocol == "codec-eval":
-        out = subsets.codec_eval_subset(cuts, args.num, args.seed)
+        out = subsets.codec_eval_subset(cuts, args.num, args.seed, exclude_speakers=exclude)
     else:
-        exclude = None
-        if args.exclude_speakers_in:
-            exclude = {c.supervisions[0].speaker for c in subsets.load_cuts(args.exclude_speakers_in)
-                       if c.supervisions}
         out = subsets.tts_eval_pairs(cuts, args.min_duration, args.max_duration, args.prompt_duration,
                                      args.seed, random_crop=args.prompt_crop == "random",
                                      exclude_speakers=exclude, num=args.num)
@@ -80,9 +81,11 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("make-demo-corpus", help="synthesize the offline multi-speaker demo corpus")
     p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--num-speakers", type=int, default=8)
+    p.add_argument("--num-speakers", type=int, default=8,
+                   help="voices (2-22); the last speaker id is the held-out zero-shot voice")
     p.add_argument("--utts-per-speaker", type=int, default=40)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--num-jobs", type=int, default=2, help="synthesizer processes run at once")
     p.set_defaults(func=_make_demo_corpus)
 
     p = subparsers.add_parser("subset", help="evaluation subsets (codec reconstruction, zero-shot TTS pairs)")
@@ -100,9 +103,9 @@ def register(subparsers) -> None:
         t.add_argument("--max-duration", type=float, default=hi)
         t.add_argument("--prompt-duration", type=float, default=3.0)
         t.add_argument("--prompt-crop", choices=["random", "start"], default="random")
-        t.add_argument("--exclude-speakers-in", type=Path, default=None,
-                       help="drop speakers that occur in this cut manifest (e.g. the training cuts)")
     for s in sub.choices.values():
+        s.add_argument("--exclude-speakers-in", type=Path, default=None,
+                       help="drop speakers that occur in this cut manifest (e.g. the training cuts)")
         s.add_argument("--cuts", required=True, type=Path)
         s.add_argument("--out", required=True, type=Path)
         s.add_argument("--seed", type=int, default=42)

@@ -1,7 +1,10 @@
 """A transcribed multi-speaker demo corpus made offline with Debian's speech synthesizers.
 
-Each *voice* (a flite voice built from real recordings, or an espeak-ng voice/variant with its
-own pitch and rate) is one speaker. Sentences come from a seeded generator over templates with
+Each *voice* is one speaker: a flite voice built from real recordings (some with their pitch or
+speaking rate changed), a festival voice (two diphone voices and the HTS voice of CMU Arctic's
+SLT speaker), or an espeak-ng voice/variant with its own pitch and rate. The last speaker id is
+always the held-out zero-shot speaker (festival's SLT HTS voice: natural enough that Whisper
+tiny.en transcribes it well, so WER measures the models rather than the ASR). Sentences come from a seeded generator over templates with
 names, places, numbers, dates, money and varied punctuation, so the front-end and the ASR-based
 metrics meet the same kinds of text as in real corpora. The output uses the LibriSpeech layout::
 
@@ -34,24 +37,42 @@ logger = logging.getLogger(__name__)
 class DemoVoice:
     """One synthetic speaker: an engine, its voice name, and espeak-ng's pitch/rate."""
 
-    engine: str  # "flite" or "espeak-ng"
+    engine: str  # "flite", "festival" or "espeak-ng"
     voice: str
     pitch: int = 50  # espeak-ng -p (0-99)
     rate: int = 165  # espeak-ng -s (words per minute)
+    f0: int = 0  # flite: int_f0_target_mean in Hz (0: the voice's own)
+    stretch: float = 1.0  # flite duration_stretch / festival Duration_Stretch (>1: slower)
 
     @property
     def label(self) -> str:
-        if self.engine == "flite":
-            return f"flite:{self.voice}"
-        return f"espeak-ng:{self.voice}:p{self.pitch}:s{self.rate}"
+        if self.engine == "espeak-ng":
+            return f"espeak-ng:{self.voice}:p{self.pitch}:s{self.rate}"
+        label = f"{self.engine}:{self.voice}"
+        if self.f0:
+            label += f":f0={self.f0}"
+        if self.stretch != 1.0:
+            label += f":stretch={self.stretch:g}"
+        return label
 
 
-# Checked to give distinct audio (espeak-ng ignores variants on some voices, e.g. en-gb+m2).
+# Training voices, most natural first. Checked to give distinct audio: espeak-ng ignores variants
+# on some voices (e.g. en-gb+m2), flite's rms and awb ignore int_f0_target_mean (so they vary by
+# rate only), flite's slt and kal16 honour it.
 VOICES: tuple[DemoVoice, ...] = (
     DemoVoice("flite", "slt"),
     DemoVoice("flite", "rms"),
     DemoVoice("flite", "awb"),
     DemoVoice("flite", "kal16"),
+    DemoVoice("festival", "kal_diphone"),
+    DemoVoice("festival", "ked_diphone"),
+    DemoVoice("flite", "slt", f0=220, stretch=0.9),
+    DemoVoice("flite", "kal16", f0=140, stretch=1.1),
+    DemoVoice("flite", "rms", stretch=1.2),
+    DemoVoice("flite", "awb", stretch=0.85),
+    DemoVoice("flite", "slt", f0=150, stretch=1.15),
+    DemoVoice("flite", "kal16", f0=85, stretch=0.95),
+    DemoVoice("festival", "ked_diphone", stretch=1.15),
     DemoVoice("espeak-ng", "en-us+f2", pitch=60, rate=160),
     DemoVoice("espeak-ng", "en-gb-x-rp+m3", pitch=40, rate=155),
     DemoVoice("espeak-ng", "en-029+f3", pitch=70, rate=150),
@@ -61,6 +82,10 @@ VOICES: tuple[DemoVoice, ...] = (
     DemoVoice("espeak-ng", "en-us-nyc+m4", pitch=30, rate=150),
     DemoVoice("espeak-ng", "en-gb-x-rp+f2", pitch=75, rate=160),
 )
+
+# The zero-shot speaker, never trained on: always the last speaker id of the corpus.
+HELD_OUT_VOICE = DemoVoice("festival", "cmu_us_slt_arctic_hts")
+MAX_SPEAKERS = len(VOICES) + 1
 
 _NAMES = ["Anna", "Thomas", "Margaret", "Doctor Reyes", "Mr. Holloway", "Clara", "the captain",
           "old Peter", "Mrs. Lindqvist", "the young engineer", "Samuel", "Eleanor"]
@@ -122,70 +147,105 @@ def generate_sentences(count: int, seed: int) -> list[str]:
 
 def check_synthesizers(voices: list[DemoVoice]) -> None:
     """Fail with the apt command to run when a needed synthesizer is not installed."""
-    missing = sorted({v.engine for v in voices if shutil.which(v.engine) is None})
+    missing = sorted({v.engine for v in voices if shutil.which(_PROGRAMS[v.engine]) is None})
     if missing:
+        packages = " ".join(p for e in missing for p in _PACKAGES[e])
         raise DmttsError(
             f"speech synthesizer(s) {', '.join(missing)} not found on PATH: install them with "
-            f"'apt-get install -y {' '.join(missing)}' (or run 'make demo' as root)"
+            f"'apt-get install -y {packages}' (or run 'make demo' as root)"
         )
+    for v in voices:
+        if v.engine == "festival" and not any(Path(d).is_dir() for d in _festival_voice_dirs(v.voice)):
+            raise DmttsError(f"festival voice '{v.voice}' is not installed: "
+                             f"'apt-get install -y {' '.join(_PACKAGES['festival'])}'")
+
+
+_PROGRAMS = {"flite": "flite", "espeak-ng": "espeak-ng", "festival": "text2wave"}
+_PACKAGES = {"flite": ["flite"], "espeak-ng": ["espeak-ng"],
+             "festival": ["festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"]}
+
+
+def _festival_voice_dirs(voice: str) -> list[str]:
+    return [f"/usr/share/festival/voices/{lang}/{voice}" for lang in ("english", "us")]
 
 
 def synthesize(voice: DemoVoice, text: str) -> np.ndarray:
     """Synthesize ``text`` with ``voice``; returns 16 kHz float32 audio."""
     with tempfile.TemporaryDirectory() as tmp:
         wav_path = Path(tmp) / "out.wav"
+        stdin = None
         if voice.engine == "flite":
-            cmd = ["flite", "-voice", voice.voice, "-t", text, "-o", str(wav_path)]
+            cmd = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={voice.stretch}"]
+            if voice.f0:
+                cmd += ["--setf", f"int_f0_target_mean={voice.f0}"]
+            cmd += ["-t", text, "-o", str(wav_path)]
+        elif voice.engine == "festival":
+            cmd = ["text2wave", "-eval", f"(voice_{voice.voice})", "-eval",
+                   f"(Parameter.set 'Duration_Stretch {voice.stretch})", "-o", str(wav_path)]
+            stdin = text
         else:
             cmd = ["espeak-ng", "-v", voice.voice, "-p", str(voice.pitch), "-s", str(voice.rate),
                    "-w", str(wav_path), "--", text]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        result = subprocess.run(cmd, capture_output=True, text=True, input=stdin)
         if result.returncode != 0 or not wav_path.is_file():
             raise DmttsError(f"{voice.engine} failed for voice '{voice.voice}': {result.stderr.strip()}")
         wav, _ = load_audio(wav_path, SAMPLE_RATE)
     return wav
 
 
+def demo_voices(num_speakers: int) -> list[DemoVoice]:
+    """The voices of a ``num_speakers`` corpus: the first ``num_speakers - 1`` training voices,
+    then the held-out zero-shot voice (the last speaker id)."""
+    if not 2 <= num_speakers <= MAX_SPEAKERS:
+        raise DmttsError(f"--num-speakers must be between 2 and {MAX_SPEAKERS} (one per distinct voice; "
+                         "the last one is the held-out zero-shot speaker)")
+    return list(VOICES[:num_speakers - 1]) + [HELD_OUT_VOICE]
+
+
 def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_speaker: int = 40,
-                     seed: int = 42) -> Path:
+                     seed: int = 42, num_jobs: int = 2) -> Path:
     """Write the demo corpus into ``output_dir`` (LibriSpeech layout) and return the path.
 
-    Speaker ids are ``1001, 1002, ...`` (chapter ``1``); every speaker reads a different
-    random selection of sentences. Already complete speakers are kept (the command is
-    resumable); a speaker directory is written under a temporary name and renamed when done.
+    Speaker ids are ``1001, 1002, ...`` (chapter ``1``); the last one is the held-out voice
+    (:data:`HELD_OUT_VOICE`). Every speaker reads a different random selection of sentences.
+    Already complete speakers are kept (the command is resumable); a speaker directory is
+    written under a temporary name and renamed when done. ``num_jobs`` synthesizer processes
+    run at once.
     """
-    if not 1 <= num_speakers <= len(VOICES):
-        raise DmttsError(f"--num-speakers must be between 1 and {len(VOICES)} (one per distinct voice)")
     if utts_per_speaker < 1:
         raise DmttsError("--utts-per-speaker must be at least 1")
-    voices = list(VOICES[:num_speakers])
+    voices = demo_voices(num_speakers)
     check_synthesizers(voices)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pool = generate_sentences(max(4 * utts_per_speaker, 200), seed)
     speaker_lines = []
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    for index, voice in enumerate(tqdm(voices, desc="demo speakers")):
-        speaker = str(1001 + index)
-        chapter = "1"
-        speaker_lines.append(f"{speaker} | {voice.label}")
-        final_dir = output_dir / speaker
-        if (final_dir / chapter / f"{speaker}-{chapter}.trans.txt").is_file():
-            continue
-        rng = random.Random(seed * 1000 + index)
-        texts = rng.sample(pool, utts_per_speaker)
-        tmp_dir = output_dir / f".{speaker}.tmp"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        (tmp_dir / chapter).mkdir(parents=True)
-        lines = []
-        for utt, text in enumerate(texts):
-            utt_id = f"{speaker}-{chapter}-{utt:04d}"
-            save_audio(tmp_dir / chapter / f"{utt_id}.flac", synthesize(voice, text))
-            lines.append(f"{utt_id} {text}")
-        (tmp_dir / chapter / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
-        shutil.rmtree(final_dir, ignore_errors=True)
-        tmp_dir.rename(final_dir)
+    with ThreadPoolExecutor(max_workers=max(1, num_jobs)) as executor:
+        for index, voice in enumerate(tqdm(voices, desc="demo speakers")):
+            speaker = str(1001 + index)
+            chapter = "1"
+            speaker_lines.append(f"{speaker} | {voice.label}")
+            final_dir = output_dir / speaker
+            if (final_dir / chapter / f"{speaker}-{chapter}.trans.txt").is_file():
+                continue
+            rng = random.Random(seed * 1000 + index)
+            texts = rng.sample(pool, utts_per_speaker)
+            tmp_dir = output_dir / f".{speaker}.tmp"
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            (tmp_dir / chapter).mkdir(parents=True)
+            utt_ids = [f"{speaker}-{chapter}-{utt:04d}" for utt in range(len(texts))]
+            # subprocess-bound: threads run the synthesizers in parallel
+            audios = executor.map(lambda text, v=voice: synthesize(v, text), texts)
+            for utt_id, audio in zip(utt_ids, audios):
+                save_audio(tmp_dir / chapter / f"{utt_id}.flac", audio)
+            lines = [f"{utt_id} {text}" for utt_id, text in zip(utt_ids, texts)]
+            (tmp_dir / chapter / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+            shutil.rmtree(final_dir, ignore_errors=True)
+            tmp_dir.rename(final_dir)
     atomic_write_text(output_dir / "SPEAKERS.txt", "; SPEAKER | VOICE\n" + "\n".join(speaker_lines) + "\n")
     logger.info("demo corpus with %d speakers x %d utterances in %s", num_speakers, utts_per_speaker, output_dir)
     return output_dir

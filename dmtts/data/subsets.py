@@ -51,11 +51,17 @@ def save_cuts(cuts: CutSet, path) -> None:
         cuts.to_file(tmp)
 
 
-def codec_eval_subset(cuts: CutSet, num: int = 300, seed: int = 42) -> CutSet:
-    """``num`` utterances drawn uniformly without replacement (all of them if fewer)."""
-    ordered = sorted(cuts, key=lambda c: c.id)
+def codec_eval_subset(cuts: CutSet, num: int = 300, seed: int = 42,
+                      exclude_speakers: set[str] | None = None) -> CutSet:
+    """``num`` utterances drawn uniformly without replacement (all of them if fewer), leaving
+    out the speakers in ``exclude_speakers`` (e.g. those seen in training)."""
+    exclude_speakers = exclude_speakers or set()
+    ordered = sorted((c for c in cuts if not (c.supervisions and c.supervisions[0].speaker in exclude_speakers)),
+                     key=lambda c: c.id)
     if num <= 0:
         raise DmttsError("--num must be positive")
+    if not ordered:
+        raise DmttsError("no utterance left after --exclude-speakers-in: every speaker of --cuts is excluded")
     chosen = random.Random(seed).sample(ordered, min(num, len(ordered)))
     return CutSet.from_cuts(sorted(chosen, key=lambda c: c.id))
 

@@ -49,6 +49,16 @@ class TTSText:
             raise DmttsError(f"text {text!r} gives no {self.kind} symbols: give a sentence with words")
         return symbols
 
+    def join_words(self, first: list[str], second: list[str]) -> list[str]:
+        """``first`` followed by ``second`` as two runs of words (a word boundary between them)."""
+        if self.kind != "phonemes" or not first or not second:
+            return first + second
+        from dmtts.text.phonemizer import WORD_BOUNDARY
+
+        if first[-1] == WORD_BOUNDARY or second[0] == WORD_BOUNDARY:
+            return first + second
+        return first + [WORD_BOUNDARY] + second
+
     def collate(self, sequences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.collater(sequences)
 

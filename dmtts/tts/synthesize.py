@@ -107,7 +107,8 @@ class Synthesizer:
                 prompt = self.text.text_symbols(it.prompt_text)
             except DmttsError as e:
                 raise DmttsError(f"prompt transcript{where} {it.prompt_text!r}: {e}") from None
-            seqs.append(prompt + target)
+            # the same sequence training sees for one utterance: words separated by boundaries
+            seqs.append(self.text.join_words(prompt, target))
             n_target.append(len(target))
         text, text_lens = self.text.collate(seqs)
         # prompt codes, one prompt at a time (no padding artefacts), then padded for the batch

@@ -1,7 +1,8 @@
 """``dmtts tokenize``: encode cuts into codec codes (int16 ``(T, n_q)``, ``cut.codes``).
 
 The manifest is streamed in chunks of ``chunk_size`` cuts; inside a chunk cuts are sorted by
-duration and encoded in batches of about ``batch_duration`` seconds (padding stays small).
+duration and encoded in batches of about ``batch_duration`` seconds, without padding
+(``DMCodec.encode_batch``: a cut's codes equal encoding it alone).
 Codes go into ``<output-dir>/<name>_codes.h5`` (lhotse ``NumpyHdf5Writer``, lossless); the
 tokenized cuts, in input order, into ``<output-dir>/<input file name>`` (written to a temporary
 file and renamed at the end). Re-running skips cuts whose codes are already stored (resume after a crash). A cut
@@ -103,12 +104,10 @@ def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, de
         if not good:
             return
         lens = [len(w) for w in wavs]
-        x = torch.zeros(len(good), 1, max(lens))
-        for i, w in enumerate(wavs):
-            x[i, 0, : len(w)] = torch.from_numpy(w)
         try:
             with torch.inference_mode():
-                codes = codec.encode(x.to(device), n_q=n_q).cpu().numpy()  # [B, n_q, T]
+                # unpadded: each cut's codes equal encoding it alone (as a synthesis prompt is)
+                codes = codec.encode_batch([torch.from_numpy(w).to(device) for w in wavs], n_q=n_q)
         except Exception as e:  # noqa: BLE001
             failed.extend((c.id, f"encode failed: {type(e).__name__}: {e}") for c in good)
             return
@@ -119,7 +118,7 @@ def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, de
             except DmttsError as e:
                 failed.append((c.id, str(e)))
                 continue
-            results[c.id] = attach_codes(c, writer, codes[i, :, :frames].T)
+            results[c.id] = attach_codes(c, writer, codes[i].cpu().numpy()[:, :frames].T)
 
     # Stream the manifest in chunks (Libri-Heavy does not fit in memory as one list): each chunk
     # is sorted by duration into batches, and its cuts are written out in input order.

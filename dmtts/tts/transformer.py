@@ -62,6 +62,9 @@ class SinusoidalPositions(nn.Module):
         return self.alpha * torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+ADALN_INIT_STD = 0.02
+
+
 class AdaptiveLayerNorm(nn.Module):
     """LayerNorm whose scale and shift are predicted from a conditioning vector (per sample)."""
 
@@ -69,7 +72,10 @@ class AdaptiveLayerNorm(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
         self.proj = Linear(d_model, 2 * d_model)
-        nn.init.zeros_(self.proj.weight)  # starts as a plain LayerNorm
+        # Close to a plain LayerNorm, but not exactly: with a zero weight the conditioning
+        # (stage embedding) gets no gradient, and ScaledAdam, whose step is proportional to the
+        # parameter's RMS, barely moves a zero tensor. A small weight lets both learn at once.
+        nn.init.normal_(self.proj.weight, std=ADALN_INIT_STD)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

