@@ -31,6 +31,13 @@ def test_loss_falls(tmp_path, data, kind):
     # run artefacts: resolved config, loss curve, tensorboard, export loadable by synthesize
     assert (tmp_path / "exp" / "config.yaml").is_file()
     assert (tmp_path / "exp" / "loss.png").stat().st_size > 1000
+    curve = (tmp_path / "exp" / "curve.csv").read_text().splitlines()
+    assert curve[0] == "step,minutes,train_loss,train_acc,valid_loss,valid_acc"
+    rows = [ln.split(",") for ln in curve[1:]]
+    assert [int(r[0]) for r in rows] == [st for st, _ in hist]
+    accs = [float(r[3]) for r in rows]
+    assert all(0.0 <= a <= 1.0 for a in accs) and accs[-1] > accs[0]  # accuracy rises as the loss falls
+    assert all(float(r[1]) > 0 for r in rows)
     assert any((tmp_path / "exp" / "tensorboard").iterdir())
     conf = json.loads((out / "config.json").read_text())
     assert conf["kind"] == kind and conf["model"]["d_model"] == 32

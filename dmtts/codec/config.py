@@ -118,6 +118,7 @@ class DataConfig:
 class TrainConfig:
     num_epochs: int = 100
     max_steps: int = 0  # 0: no limit
+    max_minutes: float = 0.0  # wall-clock cap of this invocation (checkpoint, then stop); 0: none
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     scheduler: str = "exponential"  # exponential (x lr_decay per epoch) | cosine (over max_steps)
@@ -126,6 +127,10 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 42
     grad_clip: float = 0.0  # 0: off
+    # reconstruction-only warm-up: before this step the discriminators are neither trained nor
+    # used and the generator learns from the waveform, mel, commitment and distillation losses
+    # alone (0 = adversarial from the first step, as in the paper)
+    adversarial_start_step: int = 0
     log_every: int = 10
     valid_every: int = 500
     checkpoint_every: int = 1000

@@ -101,7 +101,8 @@ class CodecTrainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.history: list[dict] = []  # per step: step, mel, wav_l1, gen, disc
+        self.history: list[dict] = []  # per step: step, elapsed (s, across resumes), mel, wav_l1, gen, disc
+        self.elapsed = 0.0  # training seconds before this invocation (from the checkpoint)
         self._stop = False
         self.logger = None
 
@@ -168,6 +169,7 @@ class CodecTrainer:
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch = int(ckpt["batch_in_epoch"])
         self.history = list(ckpt.get("history", []))
+        self.elapsed = float(self.history[-1].get("elapsed", 0.0)) if self.history else 0.0
         log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
 
     # -- one step --------------------------------------------------------------------------------------
@@ -186,28 +188,11 @@ class CodecTrainer:
         with self._autocast():
             out, distill, parts = self.gen_ddp(x, lm, sm)
         x_hat = out.wav.float()
-        # discriminator
-        with self._autocast():
-            logits, _ = self.disc_ddp(torch.cat([x, x_hat.detach()], dim=0))
-        b = x.shape[0]
-        d_loss = discriminator_adv_loss([l[:b] for l in logits], [l[b:] for l in logits], c.adversarial)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self._clip(self.disc)
-        self.opt_d.step()
-        # generator: the plain discriminator module with frozen parameters (no wasted D gradients)
-        for p in self.disc.parameters():
-            p.requires_grad_(False)
-        try:
-            with self._autocast():
-                with torch.no_grad():
-                    _, real_fmaps = self.disc(x)
-                fake_logits, fake_fmaps = self.disc(x_hat)
-        finally:
-            for p in self.disc.parameters():
-                p.requires_grad_(True)
-        adv = generator_adv_loss(fake_logits, c.adversarial)
-        fm = feature_matching_loss(real_fmaps, fake_fmaps, c.feature_matching)
+        adversarial = self.step >= self.cfg.train.adversarial_start_step
+        if adversarial:
+            d_loss, adv, fm = self._adversarial_step(x, x_hat)
+        else:  # reconstruction-only warm-up: the discriminators wait
+            d_loss = adv = fm = torch.zeros((), device=self.device)
         mel = self.mel_loss(x, x_hat)
         wav = waveform_l1(x, x_hat)
         commit = out.commit_loss.float()
@@ -229,6 +214,33 @@ class CodecTrainer:
         self._codebook_stats = out.codebook_stats
         self._last = (x[0], x_hat[0].detach())
         return stats
+
+    def _adversarial_step(self, x: torch.Tensor, x_hat: torch.Tensor):
+        """Update the discriminators on (real, detached fake); return (disc loss, generator
+        adversarial loss, feature matching loss) for the generator's update."""
+        c = self.cfg.loss
+        with self._autocast():
+            logits, _ = self.disc_ddp(torch.cat([x, x_hat.detach()], dim=0))
+        b = x.shape[0]
+        d_loss = discriminator_adv_loss([l[:b] for l in logits], [l[b:] for l in logits], c.adversarial)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self._clip(self.disc)
+        self.opt_d.step()
+        # generator: the plain discriminator module with frozen parameters (no wasted D gradients)
+        for p in self.disc.parameters():
+            p.requires_grad_(False)
+        try:
+            with self._autocast():
+                with torch.no_grad():
+                    _, real_fmaps = self.disc(x)
+                fake_logits, fake_fmaps = self.disc(x_hat)
+        finally:
+            for p in self.disc.parameters():
+                p.requires_grad_(True)
+        adv = generator_adv_loss(fake_logits, c.adversarial)
+        fm = feature_matching_loss(real_fmaps, fake_fmaps, c.feature_matching)
+        return d_loss, adv, fm
 
     def _clip(self, module: nn.Module) -> None:
         if self.cfg.train.grad_clip > 0:
@@ -313,7 +325,7 @@ class CodecTrainer:
 
             total = t.max_steps if t.max_steps > 0 else None
             pbar = tqdm(total=total, initial=self.step, desc="codec train", unit="step", dynamic_ncols=True)
-        t0 = time.time()
+        t0 = self._t0 = time.time()
         interrupted = False
         last_saved = self.step
         try:
@@ -324,7 +336,8 @@ class CodecTrainer:
                     stats = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    self.history.append({"step": self.step, **{k: stats[k] for k in ("mel", "wav_l1", "gen", "disc")}})
+                    self.history.append({"step": self.step, "elapsed": self.elapsed + time.time() - t0,
+                                         **{k: stats[k] for k in ("mel", "wav_l1", "gen", "disc")}})
                     self._log(stats, pbar)
                     if t.valid_every > 0 and self.step % t.valid_every == 0:
                         self._log_valid()
@@ -362,7 +375,19 @@ class CodecTrainer:
         return summary
 
     def _done(self) -> bool:
-        return self.cfg.train.max_steps > 0 and self.step >= self.cfg.train.max_steps
+        t = self.cfg.train
+        if t.max_steps > 0 and self.step >= t.max_steps:
+            return True
+        if t.max_minutes > 0:
+            over = time.time() - self._t0 >= 60.0 * t.max_minutes
+            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
+            all_reduce_sum(flag)  # every rank stops at the same step
+            if flag.item() > 0:
+                if self.dist.is_main:
+                    log.warning("train.max_minutes=%g reached at step %d: saving and stopping", t.max_minutes,
+                                self.step)
+                return True
+        return False
 
     def _log(self, stats: dict, pbar) -> None:
         t = self.cfg.train

@@ -76,6 +76,16 @@ def _codec(args) -> int:
     return 0
 
 
+def _codec_curve(args) -> int:
+    from dmtts.eval.curve import codec_learning_curve
+
+    path = codec_learning_curve(args.exp_dir, args.cuts, args.out_dir, metrics=args.metrics, n_q=args.n_q,
+                                models=_models(args), device=_device(args.device), limit=args.limit)
+    print(path.read_text())
+    print(f"curve: {path} and {path.with_suffix('.png')}")
+    return 0
+
+
 def _tts(args) -> int:
     from dmtts.eval.metrics import parse_metrics
     from dmtts.eval.tts_eval import evaluate_tts
@@ -129,6 +139,15 @@ def register(subparsers) -> None:
     p.add_argument("--figure-utts", type=int, default=3, help="utterances in mel_spectrograms.png (0: none)")
     _add_model_args(p)
     p.set_defaults(func=_codec)
+
+    p = sub.add_parser("codec-curve", help="learning curve: score every checkpoint of a codec training run")
+    p.add_argument("--exp-dir", type=Path, required=True, help="experiment dir of `dmtts codec train`")
+    p.add_argument("--cuts", type=Path, required=True, help="lhotse CutSet to reconstruct (16 kHz, with texts)")
+    p.add_argument("--out-dir", type=Path, required=True, help="gets curve.csv, curve.png, step-*/ scores")
+    p.add_argument("--metrics", nargs="+", default=["stoi", "pesq", "wer"], choices=ALL_METRICS)
+    p.add_argument("--n-q", type=int, default=None, help="RVQ levels (default: all)")
+    _add_model_args(p)
+    p.set_defaults(func=_codec_curve)
 
     p = sub.add_parser("tts", help="zero-shot TTS benchmark (WER/WIL/Sim-to-prompt/MOS, repetitions averaged)")
     p.add_argument("--synth-dir", type=Path, required=True, help="<cut_id>_rep{i}.wav and/or <cut_id>.wav files")

@@ -169,6 +169,7 @@ def build_optimizer(model, ocfg):
 
 # -- figures --------------------------------------------------------------------------------
 def plot_losses(history: dict, path: Path, kind: str) -> None:
+    """``loss.png``: cross-entropy and next-code accuracy (train and valid) against steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,22 +177,37 @@ def plot_losses(history: dict, path: Path, kind: str) -> None:
 
     from dmtts.utils import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if history.get("train"):
-        s, v = zip(*history["train"])
-        ax.plot(s, v, label="train")
-    if history.get("valid"):
-        s, v = zip(*history["valid"])
-        ax.plot(s, v, "o-", label="valid")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy")
-    ax.set_title(f"DM-Codec-TTS {kind.upper()} loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, (train_key, valid_key, label) in zip(axes, (("train", "valid", "cross-entropy"),
+                                                          ("train_acc", "valid_acc", "accuracy"))):
+        if history.get(train_key):
+            s, v = zip(*history[train_key])
+            ax.plot(s, v, label="train")
+        if history.get(valid_key):
+            s, v = zip(*history[valid_key])
+            ax.plot(s, v, "o-", label="valid")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(label)
+        ax.set_title(f"DM-Codec-TTS {kind.upper()} {label}")
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def write_curve_csv(history: dict, path: Path) -> None:
+    """``curve.csv``: step, training minutes, train loss/accuracy and (where run) valid loss/accuracy."""
+    from dmtts.utils import atomic_write_text
+
+    cols = {key: dict(history.get(key, [])) for key in ("train", "train_acc", "minutes", "valid", "valid_acc")}
+    steps = sorted(set(cols["train"]) | set(cols["valid"]))
+    lines = ["step,minutes,train_loss,train_acc,valid_loss,valid_acc"]
+    for st in steps:
+        cells = [cols[k].get(st) for k in ("minutes", "train", "train_acc", "valid", "valid_acc")]
+        lines.append(",".join([str(st)] + ["" if c is None else f"{c:.5g}" for c in cells]))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -276,6 +292,7 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         torch.autocast(device.type, dtype=torch.bfloat16) if tcfg.dtype == "bfloat16" else contextlib.nullcontext()
     )
     t_start = time.time()
+    elapsed_before = float(state.get("elapsed", 0.0))
 
     def save(plot: bool = True):
         if dist_info.is_main:
@@ -295,6 +312,7 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
             )
             if plot:
                 plot_losses(state["history"], exp_dir / "loss.png", kind)
+                write_curve_csv(state["history"], exp_dir / "curve.csv")
         barrier()
 
     def validate():
@@ -303,14 +321,25 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         model.eval()
         gen = torch.Generator().manual_seed(tcfg.seed)  # same prompts/levels every time
         vs = make_sampler(valid_cuts, dcfg, tcfg.seed, dist_info.world_size, dist_info.rank, train=False)
-        tot = torch.zeros(2, device=device)
+        tot = torch.zeros(3, device=device)
         with torch.no_grad(), autocast:
             for batch in make_loader(dataset, vs, 0, tcfg.seed):
                 loss, stats = compute_loss(model, kind, batch, device, dcfg, mcfg.n_q, gen)
-                tot += torch.stack([loss.float() * stats["frames"], stats["frames"].float()])
+                f = stats["frames"].float()
+                tot += torch.stack([loss.float() * f, stats["acc"].float() * f, f])
         all_reduce_sum(tot)
         model.train()
-        return float(tot[0] / tot[1].clamp(min=1))
+        n = tot[2].clamp(min=1)
+        return float(tot[0] / n), float(tot[1] / n)
+
+    def record_valid(values) -> None:
+        if values is None:
+            return
+        vloss, vacc = values
+        state["history"]["valid"].append((state["step"], vloss))
+        state["history"].setdefault("valid_acc", []).append((state["step"], vacc))
+        tb.scalars({"loss": vloss, "acc": vacc}, state["step"], prefix="valid/")
+        logger.info("step %d: valid loss %.4f, accuracy %.4f", state["step"], vloss, vacc)
 
     def should_stop() -> bool:
         if tcfg.max_steps and state["step"] >= tcfg.max_steps:
@@ -356,14 +385,13 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
                 values = {"loss": float(acc_stats[0] / frames), "acc": float(acc_stats[1] / frames), "lr": scheduler.get_last_lr()[0]}
                 acc_stats.zero_()
                 state["history"]["train"].append((state["step"], values["loss"]))
+                state["history"].setdefault("train_acc", []).append((state["step"], values["acc"]))
+                state["elapsed"] = elapsed_before + time.time() - t_start  # training seconds, across resumes
+                state["history"].setdefault("minutes", []).append((state["step"], state["elapsed"] / 60))
                 tb.scalars(values, state["step"], prefix="train/")
                 pbar.set_postfix(loss=f"{values['loss']:.3f}", acc=f"{values['acc']:.3f}")
             if tcfg.valid_interval and state["step"] % tcfg.valid_interval == 0:
-                vloss = validate()
-                if vloss is not None:
-                    state["history"]["valid"].append((state["step"], vloss))
-                    tb.scalars({"loss": vloss}, state["step"], prefix="valid/")
-                    logger.info("step %d: valid loss %.4f", state["step"], vloss)
+                record_valid(validate())
             state["log_acc"] = acc_stats.tolist()
             stop = should_stop()
             if stop or (tcfg.save_interval and state["step"] % tcfg.save_interval == 0):
@@ -377,16 +405,15 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
             scheduler.step_epoch(state["epoch"])
             save(plot=False)
     pbar.close()
-    vloss = validate()
-    if vloss is not None:
-        state["history"]["valid"].append((state["step"], vloss))
-        logger.info("final valid loss %.4f", vloss)
+    if not state["history"]["valid"] or state["history"]["valid"][-1][0] != state["step"]:
+        record_valid(validate())
     out = exp_dir / "export"
     latest = latest_checkpoint(exp_dir)
     if latest is None or not latest.name.endswith(f"{state['step']:08d}.pt"):
         save(plot=False)
     if dist_info.is_main:
         plot_losses(state["history"], exp_dir / "loss.png", kind)
+        write_curve_csv(state["history"], exp_dir / "curve.csv")
         export_model(model, kind, mcfg, text, cfg, out)
         logger.info("exported the %s model to %s", kind.upper(), out)
     tb.close()
