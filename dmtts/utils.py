@@ -59,3 +59,26 @@ def require_file(path: str | Path, what: str, hint: str = "") -> Path:
         msg = f"{what} '{path}' does not exist or is not a file"
         raise DmttsError(f"{msg}: {hint}" if hint else msg)
     return path
+
+
+STORAGE_DTYPES = ("float32", "float16")
+
+
+def storage_state(state: dict, dtype: str = "float32") -> dict:
+    """A state dict as stored in an exported ``model.safetensors``.
+
+    ``float16`` halves the file: floating tensors are stored in half precision and loaded back
+    into the float32 model (``load_state_dict`` casts). Tensors whose values do not fit half
+    precision (beyond ±60000, e.g. EMA sums) stay float32.
+    """
+    import torch
+
+    if dtype not in STORAGE_DTYPES:
+        raise DmttsError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, got '{dtype}'")
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if dtype == "float16" and v.is_floating_point() and (v.numel() == 0 or float(v.abs().max()) < 6e4):
+            v = v.to(torch.float16)
+        out[k] = v.contiguous()
+    return out

@@ -186,3 +186,31 @@ def test_unpadded_batch_encoder_matches_items_alone():
         short = wavs[0]
         alone = m.encoder(short[None, None])[0]
         assert not torch.allclose(padded[0, :, : alone.shape[-1]], alone, atol=1e-3)
+
+
+def test_float16_export_halves_the_file_and_loads_as_float32(tmp_path):
+    from safetensors.torch import load_file
+
+    from dmtts.codec.model import DMCodec
+
+    torch.manual_seed(0)
+    m = DMCodec.from_preset("tiny")
+    m.train()
+    with torch.no_grad():
+        m(torch.randn(1, 1, 16000) * 0.1)  # k-means codebooks
+    m.eval()
+    m.save_pretrained(tmp_path / "fp32")
+    m.save_pretrained(tmp_path / "fp16", dtype="float16")
+    size32 = (tmp_path / "fp32/model.safetensors").stat().st_size
+    size16 = (tmp_path / "fp16/model.safetensors").stat().st_size
+    assert size16 < 0.6 * size32
+    stored = load_file(str(tmp_path / "fp16/model.safetensors"))
+    assert any(v.dtype == torch.float16 for v in stored.values())
+    a, b = DMCodec.from_pretrained(tmp_path / "fp32"), DMCodec.from_pretrained(tmp_path / "fp16")
+    assert all(p.dtype == torch.float32 for p in b.parameters())
+    x = torch.randn(1, 1, 8000) * 0.1
+    with torch.inference_mode():
+        ca, cb = a.encode(x), b.encode(x)
+        assert (ca == cb).float().mean() > 0.9
+        ya, yb = a.decode(ca), b.decode(ca)
+    assert torch.allclose(ya, yb, atol=1e-2 * float(ya.abs().max()) + 1e-4)

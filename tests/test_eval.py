@@ -282,6 +282,17 @@ def test_codec_eval_cli_on_tiny_codec(tmp_path, monkeypatch):
     # the report stage reads the summary back
     rc = main(["eval", "report", "--codec-eval", str(out), "--out", str(tmp_path / "report.md")])
     assert rc == 0 and "Codec reconstruction" in (tmp_path / "report.md").read_text()
+    from dmtts.eval.report import write_report
+
+    # several evaluations (e.g. toy and pretrained models) get a section each; curves are listed
+    fig = out / "mel_spectrograms.png"
+    rc = main(["eval", "report", "--codec-eval", str(out), str(out), "--tts-eval", str(out),
+               "--figures", str(fig), "--out", str(tmp_path / "report2.md")])
+    text = (tmp_path / "report2.md").read_text()
+    assert rc == 0 and text.count(f"## Codec: {out}") == 2 and f"## TTS: {out}" in text
+    assert "## Training curves" in text and str(fig.resolve()) in text
+    with pytest.raises(DmttsError, match="--figures"):
+        write_report(tmp_path / "r3.md", codec_eval=out, figures=[tmp_path / "nope.png"], echo=False)
 
 
 def test_tts_eval_averages_repetitions(tmp_path, monkeypatch):

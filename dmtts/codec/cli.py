@@ -48,6 +48,8 @@ def register(subparsers) -> None:
                                       "weight norm folded")
     x.add_argument("--checkpoint", required=True, help="checkpoint file, or an experiment dir (latest checkpoint)")
     x.add_argument("--out", required=True, help="output model directory")
+    x.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="storage precision of the weights (float16: half the size; loaded as float32)")
     x.set_defaults(func=_export)
 
     i = sub.add_parser("info", help="parameter counts, frame rate and bitrate")
@@ -151,8 +153,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dmtts.codec.train import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out)
-    print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors, weight norm folded)")
+    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype)
+    print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors in {args.dtype}, "
+          "weight norm folded)")
     return 0
 
 

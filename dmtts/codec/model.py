@@ -259,14 +259,17 @@ class DMCodec(nn.Module):
         qnt = count(self.quantizer, buffers=True)
         return {"encoder": enc, "quantizer": qnt, "decoder": dec, "total": enc + qnt + dec}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (weight norm folded) atomically."""
+    def save_pretrained(self, directory: str | Path, dtype: str = "float32") -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (weight norm folded) atomically;
+        ``dtype="float16"`` stores the weights in half precision (see ``storage_state``)."""
         from safetensors.torch import save_file
+
+        from dmtts.utils import storage_state
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = self.clone().fold_weight_norm() if has_weight_norm(self) else self
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        state = storage_state(model.state_dict(), dtype)
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "dmtts": "DMCodec"})
         atomic_write_text(directory / CONFIG_NAME, json.dumps(

@@ -474,7 +474,7 @@ def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False) -
         cleanup_distributed()
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it."""
     from dmtts.codec.config import CodecTrainingConfig as _C
 
@@ -491,5 +491,5 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     cfg = from_dict(_C, ckpt["config"])
     model = DMCodec(cfg.model)
     model.load_state_dict(ckpt["generator"])
-    model.eval().save_pretrained(out_dir)
+    model.eval().save_pretrained(out_dir, dtype=dtype)
     return Path(out_dir)

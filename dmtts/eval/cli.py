@@ -117,7 +117,7 @@ def _significance(args) -> int:
 def _report(args) -> int:
     from dmtts.eval.report import write_report
 
-    write_report(args.out, codec_eval=args.codec_eval, tts_eval=args.tts_eval)
+    write_report(args.out, codec_eval=args.codec_eval, tts_eval=args.tts_eval, figures=args.figures)
     return 0
 
 
@@ -173,7 +173,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_significance)
 
     p = sub.add_parser("report", help="print and write the codec + TTS evaluation report")
-    p.add_argument("--codec-eval", type=Path, default=None, help="output dir of `dmtts eval codec`")
-    p.add_argument("--tts-eval", type=Path, default=None, help="output dir of `dmtts eval tts`")
+    p.add_argument("--codec-eval", type=Path, nargs="+", default=None,
+                   help="output dir(s) of `dmtts eval codec` (one section each)")
+    p.add_argument("--tts-eval", type=Path, nargs="+", default=None,
+                   help="output dir(s) of `dmtts eval tts` (one section each)")
+    p.add_argument("--figures", type=Path, nargs="+", default=[],
+                   help="training-curve PNGs to list (e.g. exp/codec/loss_curve.png exp/tts_ar/loss.png)")
     p.add_argument("--out", type=Path, required=True, help="report file (Markdown), e.g. exp/report.md")
     p.set_defaults(func=_report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 from dmtts.errors import DmttsError
 from dmtts.utils import atomic_write_text
@@ -26,24 +27,43 @@ def _section(eval_dir: Path, what: str, command: str) -> tuple[str, Path | None]
     return text, (fig if fig.is_file() else None)
 
 
-def build_report(codec_eval: str | Path | None = None, tts_eval: str | Path | None = None) -> str:
-    if codec_eval is None and tts_eval is None:
+def build_report(codec_eval: Sequence[str | Path] | str | Path | None = None,
+                 tts_eval: Sequence[str | Path] | str | Path | None = None,
+                 figures: Sequence[str | Path] = ()) -> str:
+    """The report: one section per evaluation directory (its summary.md and significance
+    tables), then links to training-curve figures (e.g. loss and accuracy PNGs)."""
+    codec_dirs, tts_dirs = _as_list(codec_eval), _as_list(tts_eval)
+    if not codec_dirs and not tts_dirs:
         raise DmttsError("nothing to report: pass --codec-eval DIR and/or --tts-eval DIR")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"# dmtts evaluation report ({stamp})", ""]
-    if codec_eval is not None:
-        text, fig = _section(Path(codec_eval), "codec", "dmtts eval codec")
-        parts += [text]
+    several = len(codec_dirs) + len(tts_dirs) > 2
+    for d in codec_dirs:
+        text, fig = _section(Path(d), "codec", "dmtts eval codec")
+        parts += ([f"## Codec: {d}", ""] if several else []) + [text]
         parts += [f"Mel-spectrogram figure: {fig.resolve()}" if fig else "Mel-spectrogram figure: (none written)", ""]
-    if tts_eval is not None:
-        text, _ = _section(Path(tts_eval), "TTS", "dmtts eval tts")
-        parts += [text]
+    for d in tts_dirs:
+        text, _ = _section(Path(d), "TTS", "dmtts eval tts")
+        parts += ([f"## TTS: {d}", ""] if several else []) + [text]
+    missing = [str(f) for f in figures if not Path(f).is_file()]
+    if missing:
+        raise DmttsError(f"--figures: {', '.join(missing)} not found (run the training stages first)")
+    if figures:
+        parts += ["## Training curves", ""] + [f"- {Path(f).resolve()}" for f in figures] + [""]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_report(out: str | Path, codec_eval: str | Path | None = None, tts_eval: str | Path | None = None,
-                 echo: bool = True) -> Path:
-    report = build_report(codec_eval, tts_eval)
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        return [value]
+    return list(value)
+
+
+def write_report(out: str | Path, codec_eval=None, tts_eval=None, echo: bool = True,
+                 figures: Sequence[str | Path] = ()) -> Path:
+    report = build_report(codec_eval, tts_eval, figures)
     out = Path(out)
     atomic_write_text(out, report)
     if echo:

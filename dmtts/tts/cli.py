@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     ex.add_argument("--exp-dir", required=True)
     ex.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, symbols)")
     ex.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in --exp-dir)")
+    ex.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                    help="storage precision of the weights (float16: half the size; loaded as float32)")
     ex.set_defaults(func=_export)
 
     s = subparsers.add_parser(
@@ -95,7 +97,7 @@ def _train(args) -> int:
 def _export(args) -> int:
     from dmtts.tts.export import export_checkpoint
 
-    out = export_checkpoint(args.exp_dir, args.out, args.checkpoint)
+    out = export_checkpoint(args.exp_dir, args.out, args.checkpoint, dtype=args.dtype)
     print(out)
     return 0
 

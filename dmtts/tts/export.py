@@ -22,19 +22,20 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path) -> Path:
-    """Write an exported model directory (atomically: built next to ``out_dir``, then renamed)."""
+def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Write an exported model directory (atomically: built next to ``out_dir``, then renamed);
+    ``dtype="float16"`` stores the weights in half precision (see ``dmtts.utils.storage_state``)."""
     from safetensors.torch import save_file
 
     from dmtts.config import to_dict
+    from dmtts.utils import storage_state
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_FILE))
+    save_file(storage_state(model.state_dict(), dtype), str(tmp / WEIGHTS_FILE))
     text_info = text.save(tmp)
     tcfg = train_cfg.training
     config = {
@@ -53,7 +54,8 @@ def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path) -
     return out_dir
 
 
-def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None,
+                      dtype: str = "float32") -> Path:
     """Export a training checkpoint (default: the newest in ``exp_dir``)."""
     from dmtts.config import load_config
     from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -70,7 +72,7 @@ def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str 
     mcfg = TTSModelConfig(**payload["model_config"])
     model = build_model(payload["kind"], mcfg)
     model.load_state_dict(payload["model"])
-    return export_model(model, payload["kind"], mcfg, TTSText.from_data_config(cfg.data), cfg, out_dir)
+    return export_model(model, payload["kind"], mcfg, TTSText.from_data_config(cfg.data), cfg, out_dir, dtype)
 
 
 def load_exported(model_dir: str | Path, kind: str | None = None, device="cpu", dtype=torch.float32):
