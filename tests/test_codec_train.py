@@ -102,6 +102,13 @@ def test_learning_curve_scores_each_checkpoint_and_resumes(tmp_path, monkeypatch
         assert 0.0 <= float(r["stoi"]) <= 1.0 and 1.0 <= float(r["pesq"]) <= 4.6
         assert float(r["minutes"]) > 0 and float(r["train_mel"]) > 0
     assert (tmp_path / "curve/curve.png").stat().st_size > 1000
+    # codebook health from the tensorboard logs: one column per level and statistic
+    cb = (tmp_path / "curve/codebook.csv").read_text().splitlines()
+    header = cb[0].split(",")
+    assert header[0] == "step" and "perplexity_l1" in header and "used_l8" in header and "replaced_l1" in header
+    first = dict(zip(header, cb[1].split(",")))
+    assert first["step"] == "1" and 1.0 <= float(first["perplexity_l1"]) <= 16.0  # 16 codes per level
+    assert (tmp_path / "curve/codebook.png").stat().st_size > 1000
     # a rerun scores nothing again
     monkeypatch.setattr(codec_eval, "evaluate_codec", lambda *a, **k: pytest.fail("re-scored a checkpoint"))
     assert codec_learning_curve(tmp_path / "exp", train, tmp_path / "curve", metrics=["stoi", "pesq"]) == curve

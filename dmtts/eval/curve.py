@@ -6,7 +6,10 @@ levels and scores them (STOI, PESQ and Whisper WER by default), then writes
 
 * ``DIR/curve.csv``: step, training minutes, mean training mel loss around that step, and the
   metrics (WER in %, corpus level); the ground truth's WER is in ``DIR/ground_truth_wer.txt``;
-* ``DIR/curve.png``: the metrics against steps, with the wall-clock minutes on a second axis.
+* ``DIR/curve.png``: the metrics against steps, with the wall-clock minutes on a second axis;
+* ``DIR/codebook.csv`` / ``DIR/codebook.png``: per RVQ level, codes used per batch, the
+  perplexity of the batch's code histogram and the dead codes replaced, against steps (from the
+  run's tensorboard logs, ``codebook/*``).
 
 Scores of a checkpoint already in ``curve.csv`` are reused, so a rerun after more training only
 scores the new checkpoints. Training time comes from the run's history (``elapsed``, seconds
@@ -97,7 +100,49 @@ def codec_learning_curve(exp_dir: str | Path, cuts: str | Path, out_dir: str | P
         logger.info("step %d: %s", step, {m: row[m] for m in metrics})
     _write_curve(curve_path, rows, metrics)
     _plot_curve(out_dir / "curve.png", rows, metrics, out_dir / "ground_truth_wer.txt")
+    codebook_curves(exp_dir / "tensorboard", out_dir)
     return curve_path
+
+
+def codebook_curves(tb_dir: Path, out_dir: Path) -> Path | None:
+    """``codebook.csv`` + ``codebook.png`` from the ``codebook/*`` scalars of a training run."""
+    from dmtts.train.tblog import read_scalars
+
+    if not tb_dir.is_dir():
+        return None
+    series = read_scalars(tb_dir, "codebook/")
+    if not series:
+        return None
+    tags = sorted(series, key=lambda t: (t.split("_l")[0], int(t.rsplit("_l", 1)[1])))
+    steps = sorted({st for t in tags for st, _ in series[t]})
+    values = {t: dict(series[t]) for t in tags}
+    lines = ["step," + ",".join(t.split("/", 1)[1] for t in tags)]
+    for st in steps:
+        lines.append(",".join([str(st)] + [f"{values[t][st]:.4g}" if st in values[t] else "" for t in tags]))
+    atomic_write_text(out_dir / "codebook.csv", "\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("perplexity", "perplexity of the batch's codes"), ("used", "codes used per batch"),
+             ("replaced", "dead codes replaced per step")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, (kind, title) in zip(axes, kinds):
+        for t in tags:
+            if t.split("/", 1)[1].startswith(kind + "_l"):
+                pts = series[t]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, label=t.rsplit("_", 1)[1])
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(out_dir / "codebook.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out_dir / "codebook.png"
 
 
 def _summary_values(path: Path) -> dict[str, dict[str, str]]:

@@ -48,3 +48,21 @@ class TrainLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def read_scalars(log_dir: str | Path, prefix: str = "") -> dict[str, list[tuple[int, float]]]:
+    """Scalars written under ``log_dir`` (all event files) whose tag starts with ``prefix``:
+    ``{tag: [(step, value), ...]}`` sorted by step (the last value wins for a repeated step,
+    e.g. after a resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, dict[int, float]] = {}
+    for events in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tag.startswith(prefix):
+                series = out.setdefault(tag, {})
+                for e in acc.Scalars(tag):
+                    series[int(e.step)] = float(e.value)
+    return {tag: sorted(series.items()) for tag, series in out.items()}

@@ -27,11 +27,12 @@ help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> s
 . ../../egs_tools/common.sh
 
 case "${scale}" in
-  toy) work_dir=.; conf_suffix=tiny; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}" ;;
-  quality) work_dir=quality; conf_suffix=quality; : "${num_speakers:=14}"; : "${utts_per_speaker:=150}" ;;
+  toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}" ;;
+  quality) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=14}"; : "${utts_per_speaker:=150}" ;;
   *) echo "$0: --scale must be toy or quality, got '${scale}'" >&2; exit 1 ;;
 esac
 conf=$(pwd)/conf
+pretrained=$(pwd)/pretrained   # the shipped quality models (written by --scale quality, stage 11)
 toolkit=$(cd ../.. && pwd)
 mkdir -p "${work_dir}"
 cd "${work_dir}"
@@ -56,7 +57,7 @@ if run_stage 1 && ! stage_done prepare; then
   dmtts subset codec-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --num 20 --seed "${seed}" \
     --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_codec_eval.jsonl.gz
   # Zero-shot pairs: only speakers never seen in training.
-  dmtts subset vctk-tts-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" --num 6 \
+  dmtts subset vctk-tts-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" --num "${num_pairs}" \
     --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_tts_eval_pairs.jsonl.gz
   mark_done prepare
 fi
@@ -118,10 +119,21 @@ for model in ar nar; do
   fi
 done
 
+# The shipped pretrained quality models are scored on the same held-out pairs (toy scale only:
+# the quality scale evaluates the models it has just trained).
+with_pretrained=false
+[ "${scale}" = toy ] && [ -f "${pretrained}/ar/config.json" ] && with_pretrained=true
+
 if run_stage 9 && ! stage_done synthesize; then
   log "Stage 9: zero-shot synthesis for the held-out speaker (3 s prompts)"
   dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec exp/codec/export \
     --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/synth --asr faster-whisper --seed "${seed}"
+  if ${with_pretrained}; then
+    log "Stage 9: the same pairs with the pretrained quality models (${pretrained})"
+    dmtts synthesize --ar "${pretrained}/ar" --nar "${pretrained}/nar" --codec "${pretrained}/codec" \
+      --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/pretrained/synth --asr faster-whisper \
+      --seed "${seed}"
+  fi
   mark_done synthesize
 fi
 
@@ -132,13 +144,31 @@ if run_stage 10 && ! stage_done evaluate; then
   dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/eval
   dmtts eval significance --scores exp/codec/eval/scores_dmcodec_nq{1,3,6,8}.csv \
     --metric wer stoi --out-dir exp/codec/eval/significance
-  dmtts eval report --codec-eval exp/codec/eval --tts-eval exp/tts/eval --out exp/report.md
+  codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
+  if ${with_pretrained}; then
+    dmtts eval codec --model "${pretrained}/codec" --cuts data/cuts/demo_codec_eval.jsonl.gz \
+      --out-dir exp/pretrained/codec_eval --n-q 1 3 6 8 --name pretrained_dmcodec
+    dmtts eval tts --synth-dir exp/pretrained/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz \
+      --out-dir exp/pretrained/tts_eval --name pretrained_dmcodec_tts
+    codec_evals+=" exp/pretrained/codec_eval"; tts_evals+=" exp/pretrained/tts_eval"
+  fi
+  dmtts eval report --codec-eval ${codec_evals} --tts-eval ${tts_evals} --out exp/report.md \
+    --figures exp/codec/loss_curve.png exp/tts_ar/loss.png exp/tts_nar/loss.png
   mark_done evaluate
 fi
 
 if run_stage 10 && [ -f exp/report.md ]; then
   cat exp/report.md
   log "Report: $(pwd)/exp/report.md; mel spectrograms: $(pwd)/exp/codec/eval/*.png"
+fi
+
+if [ "${scale}" = quality ] && run_stage 11 && ! stage_done pretrained; then
+  log "Stage 11: ship the quality models as ${pretrained}/{codec,ar,nar} (float16 weights)"
+  dmtts codec export --checkpoint exp/codec --out "${pretrained}/codec" --dtype float16
+  for model in ar nar; do
+    dmtts tts export --exp-dir exp/tts_${model} --out "${pretrained}/${model}" --dtype float16
+  done
+  mark_done pretrained
 fi
 
 log "Demo recipe finished (stages ${stage}..${stop_stage})."
