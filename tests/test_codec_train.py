@@ -112,3 +112,7 @@ def test_learning_curve_scores_each_checkpoint_and_resumes(tmp_path, monkeypatch
     # a rerun scores nothing again
     monkeypatch.setattr(codec_eval, "evaluate_codec", lambda *a, **k: pytest.fail("re-scored a checkpoint"))
     assert codec_learning_curve(tmp_path / "exp", train, tmp_path / "curve", metrics=["stoi", "pesq"]) == curve
+    # --every-steps: step 2 is skipped, the last checkpoint (4) is always scored
+    monkeypatch.undo()
+    sparse = codec_learning_curve(tmp_path / "exp", train, tmp_path / "sparse", metrics=["stoi"], every_steps=3)
+    assert [ln.split(",")[0] for ln in sparse.read_text().splitlines()[1:]] == ["4"]

@@ -371,7 +371,9 @@ class CodecTrainer:
                 pbar.close()
             if self.logger is not None:
                 self.logger.close()
-        summary = self.summary(interrupted, time.time() - t0)
+        # training time of the whole run (across resumes), not just of this invocation
+        seconds = float(self.history[-1].get("elapsed", 0.0)) if self.history else time.time() - t0
+        summary = self.summary(interrupted, seconds)
         return summary
 
     def _done(self) -> bool:

@@ -80,7 +80,8 @@ def _codec_curve(args) -> int:
     from dmtts.eval.curve import codec_learning_curve
 
     path = codec_learning_curve(args.exp_dir, args.cuts, args.out_dir, metrics=args.metrics, n_q=args.n_q,
-                                models=_models(args), device=_device(args.device), limit=args.limit)
+                                models=_models(args), device=_device(args.device), limit=args.limit,
+                                every_steps=args.every_steps)
     print(path.read_text())
     print(f"curve: {path} and {path.with_suffix('.png')}")
     return 0
@@ -146,6 +147,8 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", type=Path, required=True, help="gets curve.csv, curve.png, step-*/ scores")
     p.add_argument("--metrics", nargs="+", default=["stoi", "pesq", "wer"], choices=ALL_METRICS)
     p.add_argument("--n-q", type=int, default=None, help="RVQ levels (default: all)")
+    p.add_argument("--every-steps", type=int, default=0,
+                   help="score only checkpoints at multiples of this step (and the last); 0: all")
     _add_model_args(p)
     p.set_defaults(func=_codec_curve)
 

@@ -50,8 +50,10 @@ def _train_mel(history: list[dict], step: int, window: int = 50) -> float:
 
 def codec_learning_curve(exp_dir: str | Path, cuts: str | Path, out_dir: str | Path,
                          metrics: Sequence[str] = ("stoi", "pesq", "wer"), n_q: int | None = None,
-                         models=None, device: str = "cpu", limit: int | None = None) -> Path:
-    """Score every checkpoint of ``exp_dir``; returns the path of ``curve.csv``."""
+                         models=None, device: str = "cpu", limit: int | None = None,
+                         every_steps: int = 0) -> Path:
+    """Score the checkpoints of ``exp_dir`` (those whose step is a multiple of ``every_steps``
+    when it is > 0, and always the last); returns the path of ``curve.csv``."""
     import torch
 
     from dmtts.codec.config import CodecTrainingConfig
@@ -73,9 +75,10 @@ def codec_learning_curve(exp_dir: str | Path, cuts: str | Path, out_dir: str | P
     history = load_checkpoint(checkpoints[-1], restore_rng=False).get("history", [])
     elapsed = {r["step"]: r.get("elapsed") for r in history}
     rows = dict(done)
+    last = _step_of(checkpoints[-1])
     for path in checkpoints:
         step = _step_of(path)
-        if step in done:
+        if step in done or (every_steps > 0 and step % every_steps and step != last):
             continue
         ckpt = load_checkpoint(path, restore_rng=False)
         cfg = from_dict(CodecTrainingConfig, ckpt["config"])

@@ -107,16 +107,33 @@ if run_stage 6 && ! stage_done phonemize; then
   mark_done phonemize
 fi
 
+train_tts() {
+  local model=$1 resume=""
+  [ -d exp/tts_${model}/checkpoints ] && resume="--resume"
+  dmtts tts train --model ${model} --config ${conf}/${model}_${conf_suffix}.yaml --exp-dir exp/tts_${model} ${resume}
+  dmtts tts export --exp-dir exp/tts_${model} --out exp/tts_${model}/export
+  mark_done tts_${model}
+}
+
+# The quality scale trains the AR and the NAR side by side, one core each (their configs set
+# num_threads: 1); the toy scale one after the other.
+tts_jobs=()
 for model in ar nar; do
   n=7; [ "${model}" = nar ] && n=8
   if run_stage ${n} && ! stage_done tts_${model}; then
     log "Stage ${n}: train the ${scale} ${model^^} model and export it"
-    resume=""
-    [ -d exp/tts_${model}/checkpoints ] && resume="--resume"
-    dmtts tts train --model ${model} --config ${conf}/${model}_${conf_suffix}.yaml --exp-dir exp/tts_${model} ${resume}
-    dmtts tts export --exp-dir exp/tts_${model} --out exp/tts_${model}/export
-    mark_done tts_${model}
+    if [ "${scale}" = quality ]; then
+      mkdir -p exp
+      train_tts ${model} > exp/tts_${model}.log 2>&1 &
+      tts_jobs+=($!)
+      log "  running in the background; progress: $(pwd)/exp/tts_${model}.log"
+    else
+      train_tts ${model}
+    fi
   fi
+done
+for job in "${tts_jobs[@]}"; do
+  wait "${job}" || { log "a TTS training job failed: see exp/tts_ar.log and exp/tts_nar.log"; exit 1; }
 done
 
 # The shipped pretrained quality models are scored on the same held-out pairs (toy scale only:
