@@ -164,7 +164,7 @@ if run_stage 10 && ! stage_done evaluate; then
   codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
   if ${with_pretrained}; then
     dmtts eval codec --model "${pretrained}/codec" --cuts data/cuts/demo_codec_eval.jsonl.gz \
-      --out-dir exp/pretrained/codec_eval --n-q 1 3 6 8 --name pretrained_dmcodec
+      --out-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec
     dmtts eval tts --synth-dir exp/pretrained/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz \
       --out-dir exp/pretrained/tts_eval --name pretrained_dmcodec_tts
     codec_evals+=" exp/pretrained/codec_eval"; tts_evals+=" exp/pretrained/tts_eval"
