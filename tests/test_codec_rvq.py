@@ -69,19 +69,26 @@ def test_dead_codes_are_replaced_from_the_batch():
         assert torch.isclose(cb.cluster_size[k], torch.tensor(64.0 / 4))  # restarts at the mean usage
 
 
-def test_used_codes_are_not_churned_with_fewer_frames_than_two_per_code():
-    """Regression: with an absolute threshold of 2 (EnCodec's), a step of N < 2K frames left most
-    codes under the threshold, so they were re-drawn every step. The default threshold is relative
-    to the mean usage N/K: a codebook whose codes are all in use keeps every entry."""
+def _rvq_at_centers(K: int, D: int, N: int, **kwargs):
+    """A one-level RVQ (training mode) whose K entries are random centers, each with the EMA
+    usage of a uniform assignment of N frames per step."""
     torch.manual_seed(0)
-    K, D, N = 128, 8, 200  # the demo's frames per step and codes per level: N/K = 1.56
     centers = torch.randn(K, D) * 3
-    rvq = ResidualVectorQuantizer(dim=D, n_q=1, codebook_size=K, kmeans_init=False)  # default threshold
+    rvq = ResidualVectorQuantizer(dim=D, n_q=1, codebook_size=K, kmeans_init=False, **kwargs)
     cb = rvq.layers[0]
     cb.embed.copy_(centers)
     cb.embed_avg.copy_(centers * N / K)
     cb.cluster_size.fill_(N / K)
-    rvq.train()
+    return rvq.train(), centers
+
+
+def test_used_codes_are_not_churned_with_fewer_frames_than_two_per_code():
+    """Regression: with an absolute threshold of 2 (EnCodec's), a step of N < 2K frames left most
+    codes under the threshold, so they were re-drawn every step. The default threshold is relative
+    to the mean usage N/K: a codebook whose codes are all in use keeps every entry."""
+    K, D, N = 128, 8, 200  # the demo's frames per step and codes per level: N/K = 1.56
+    rvq, centers = _rvq_at_centers(K, D, N)  # default threshold
+    cb = rvq.layers[0]
     g = torch.Generator().manual_seed(1)
     replaced = 0
     for _ in range(60):
@@ -93,15 +100,8 @@ def test_used_codes_are_not_churned_with_fewer_frames_than_two_per_code():
 
 
 def test_unused_code_is_replaced_after_usage_decays_over_many_steps():
-    torch.manual_seed(0)
     K, D, N = 16, 4, 64
-    centers = torch.randn(K, D) * 3
-    rvq = ResidualVectorQuantizer(dim=D, n_q=1, codebook_size=K, decay=0.9, kmeans_init=False)
-    cb = rvq.layers[0]
-    cb.embed.copy_(centers)
-    cb.embed_avg.copy_(centers * N / K)
-    cb.cluster_size.fill_(N / K)
-    rvq.train()
+    rvq, centers = _rvq_at_centers(K, D, N, decay=0.9)
     g = torch.Generator().manual_seed(1)
     first_replacement = None
     for step in range(1, 40):
