@@ -54,13 +54,13 @@ def test_dead_codes_are_replaced_from_the_batch():
     x = torch.randn(1, 2, 64) * 0.1  # all near entry 0: entries 1..3 are never used
     # step 1: usage [0.5*16 + 0.5*64, 8, 8, 8] = [40, 8, 8, 8]; mean 16, threshold 1.6: none dead
     out = rvq(x)
-    assert out.dead_codes == 0 and out.stats["replaced_l1"] == 0
+    assert out.dead_codes == 0 and out.replaced == [0]
     assert torch.allclose(cb.cluster_size, torch.tensor([40.0, 8, 8, 8]))
     # steps 2-3: [52, 4, 4, 4] (threshold 1.6) then [58, 2, 2, 2] (threshold 1.6): still alive;
     # step 4: [61, 1, 1, 1], mean 16, threshold 1.6 -> the three unused entries are replaced
     assert rvq(x).dead_codes == 0 and rvq(x).dead_codes == 0
     out = rvq(x)
-    assert out.dead_codes == 3 and out.stats["replaced_l1"] == 3
+    assert out.dead_codes == 3 and out.replaced == [3]
     batch = x[0].t()
     for k in (1, 2, 3):
         e = cb.embed[k]

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dmtts.errors import DmttsError
+from dmtts.utils import STORAGE_DTYPES
 
 
 def register(subparsers) -> None:
@@ -48,7 +49,7 @@ def register(subparsers) -> None:
                                       "weight norm folded")
     x.add_argument("--checkpoint", required=True, help="checkpoint file, or an experiment dir (latest checkpoint)")
     x.add_argument("--out", required=True, help="output model directory")
-    x.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+    x.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                    help="storage precision of the weights (float16: half the size; loaded as float32)")
     x.set_defaults(func=_export)
 

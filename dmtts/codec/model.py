@@ -43,7 +43,7 @@ class CodecOutput:
     codes: torch.Tensor  # [B, n_q, T]
     latents: torch.Tensor  # encoder output [B, D, T]
     dead_codes: int = 0
-    codebook_stats: dict[str, float] = field(default_factory=dict)  # per-level usage (training)
+    replaced: list[int] = field(default_factory=list)  # RVQ entries replaced per level (training)
 
 
 class DMCodec(nn.Module):
@@ -117,7 +117,7 @@ class DMCodec(nn.Module):
         q = self.quantizer(latents, n_q=n_q)
         out = self.decoder(q.quantized)[..., :n]
         return CodecOutput(wav=out, levels=q.levels, commit_loss=q.commit_loss, codes=q.codes,
-                           latents=latents, dead_codes=q.dead_codes, codebook_stats=q.stats)
+                           latents=latents, dead_codes=q.dead_codes, replaced=q.replaced)
 
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, wav: torch.Tensor, n_q: int | None = None, sample_rate: int | None = None) -> torch.Tensor:

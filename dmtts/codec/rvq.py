@@ -12,8 +12,9 @@
   stops being chosen is replaced after about 230 steps, i.e. on usage accumulated over many
   steps. Dead entries are re-drawn from the current batch's residuals (their EMA statistics are
   reset consistently, so the replacement survives the next EMA update).
-* Training statistics per level (``RVQOutput.stats``): codes used in the batch, the perplexity of
-  the batch's code histogram, and entries replaced this step; the trainer logs them.
+* Codebook health: ``RVQOutput.replaced`` holds the entries replaced per level this step;
+  :func:`codebook_health` adds the codes used and the perplexity of each level's code histogram
+  (the trainer computes it on logging steps only).
 * Quantisation uses a *detached* residual (``r_{k+1} = r_k - q_k.detach()``) and one
   straight-through estimator on the sum (the EnCodec/AudioCraft fix): the decoder input is
   ``x + (sum_k q_k - x).detach()``. Each level's output returned for distillation is
@@ -97,13 +98,9 @@ class EuclideanCodebook(nn.Module):
         self.embed.copy_(self.embed_avg / smoothed[:, None])
 
     @torch.no_grad()
-    def dead_threshold(self) -> float:
-        """EMA usage under which an entry counts as dead: a fraction of the mean usage N / K."""
-        return self.threshold_ema_dead_code * float(self.cluster_size.sum()) / self.codebook_size
-
-    @torch.no_grad()
     def expire_codes_(self, x: torch.Tensor) -> int:
-        """Replace entries whose EMA usage is under :meth:`dead_threshold` by batch vectors.
+        """Replace entries whose EMA usage is under ``threshold_ema_dead_code`` times the mean
+        usage N / K by batch vectors.
 
         The replacement's EMA usage restarts at the mean usage, so a fresh entry gets about as
         many steps to win frames as it takes an unused entry to decay to the threshold.
@@ -111,14 +108,13 @@ class EuclideanCodebook(nn.Module):
         """
         if self.threshold_ema_dead_code <= 0:
             return 0
-        threshold = self.dead_threshold()
-        dead = self.cluster_size < threshold  # identical on every rank (all-reduced statistics)
+        mean_usage = float(self.cluster_size.sum()) / self.codebook_size
+        dead = self.cluster_size < self.threshold_ema_dead_code * mean_usage  # identical on every rank
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
         new = _sample_vectors(x, n_dead).contiguous()
         broadcast(new)
-        mean_usage = float(self.cluster_size.sum()) / self.codebook_size
         self.embed[dead] = new
         self.cluster_size[dead] = mean_usage
         self.embed_avg[dead] = new * mean_usage
@@ -146,7 +142,7 @@ class RVQOutput:
     levels: list[torch.Tensor]  # per level [B, D, T], straight-through w.r.t. its residual
     commit_loss: torch.Tensor  # scalar
     dead_codes: int = 0
-    stats: dict[str, float] = field(default_factory=dict)  # training only: per-level codebook health
+    replaced: list[int] = field(default_factory=list)  # training only: entries replaced per level
 
 
 def code_statistics(codes: torch.Tensor, codebook_size: int) -> tuple[int, float]:
@@ -159,6 +155,18 @@ def code_statistics(codes: torch.Tensor, codebook_size: int) -> tuple[int, float
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
     return int((counts > 0).sum()), float(torch.exp(entropy))
+
+
+def codebook_health(codes: torch.Tensor, replaced: list[int], codebook_size: int) -> dict[str, float]:
+    """Per level k: ``used_lk``, ``perplexity_lk`` of ``codes[B, n_q, T]`` and ``replaced_lk``."""
+    out: dict[str, float] = {}
+    for k in range(codes.shape[1]):
+        used, perplexity = code_statistics(codes[:, k], codebook_size)
+        out[f"used_l{k + 1}"] = float(used)
+        out[f"perplexity_l{k + 1}"] = perplexity
+        if k < len(replaced):
+            out[f"replaced_l{k + 1}"] = float(replaced[k])
+    return out
 
 
 class ResidualVectorQuantizer(nn.Module):
@@ -189,9 +197,8 @@ class ResidualVectorQuantizer(nn.Module):
         quantized_sum = torch.zeros_like(residual)
         codes, levels = [], []
         commit = x.new_zeros(())
-        dead_total = 0
-        stats: dict[str, float] = {}
-        for level, layer in enumerate(self.layers[:n_q], start=1):
+        replaced: list[int] = []
+        for layer in self.layers[:n_q]:
             if self.training and not bool(layer.inited.item()):
                 layer.init_embed_(residual.detach())
             r_det = residual.detach()
@@ -205,20 +212,15 @@ class ResidualVectorQuantizer(nn.Module):
             codes.append(idx.reshape(B, T))
             residual = residual - q.detach()
             if self.training:
-                replaced = layer.expire_codes_(r_det.float())
-                dead_total += replaced
-                used, perplexity = code_statistics(idx, layer.codebook_size)
-                stats[f"used_l{level}"] = float(used)
-                stats[f"perplexity_l{level}"] = perplexity
-                stats[f"replaced_l{level}"] = float(replaced)
+                replaced.append(layer.expire_codes_(r_det.float()))
         quantized = flat_x + (quantized_sum - flat_x).detach()
         return RVQOutput(
             quantized=quantized.reshape(B, T, D).transpose(1, 2),
             codes=torch.stack(codes, dim=1),
             levels=levels,
             commit_loss=commit,
-            dead_codes=dead_total,
-            stats=stats,
+            dead_codes=sum(replaced),
+            replaced=replaced,
         )
 
     @torch.no_grad()

@@ -211,7 +211,7 @@ class CodecTrainer:
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
                  "mel": mel.item(), "wav_l1": wav.item(), "commit": commit.item(), "distill": float(distill.detach()),
                  "dead_codes": float(out.dead_codes), **parts}
-        self._codebook_stats = out.codebook_stats
+        self._last_codes, self._last_replaced = out.codes.detach(), out.replaced
         self._last = (x[0], x_hat[0].detach())
         return stats
 
@@ -401,7 +401,10 @@ class CodecTrainer:
         if self.step % max(1, t.log_every) == 0:
             self.logger.scalars(stats, self.step, prefix="train/")
             self.logger.scalars({"lr": self.opt_g.param_groups[0]["lr"]}, self.step, prefix="train/")
-            self.logger.scalars(getattr(self, "_codebook_stats", {}), self.step, prefix="codebook/")
+            from dmtts.codec.rvq import codebook_health
+
+            health = codebook_health(self._last_codes, self._last_replaced, self.cfg.model.codebook_size)
+            self.logger.scalars(health, self.step, prefix="codebook/")
         if t.tb_audio_every > 0 and self.step % t.tb_audio_every == 0 and self.dist.is_main:
             from dmtts.audio import mel_spectrogram
 

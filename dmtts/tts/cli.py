@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from dmtts.utils import STORAGE_DTYPES
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,7 +39,7 @@ def register(subparsers) -> None:
     ex.add_argument("--exp-dir", required=True)
     ex.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, symbols)")
     ex.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in --exp-dir)")
-    ex.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+    ex.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                     help="storage precision of the weights (float16: half the size; loaded as float32)")
     ex.set_defaults(func=_export)
 
