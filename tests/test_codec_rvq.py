@@ -1,5 +1,6 @@
 """RVQ: k-means init, EMA updates, dead-code replacement, straight-through, DDP sync."""
 
+import copy
 import os
 import socket
 
@@ -186,3 +187,30 @@ def test_ddp_two_processes_keep_codebooks_identical(tmp_path):
     assert r0["buffers"]["layers.0.inited"].item() == 1
     for k, v in r0["params"].items():
         assert torch.equal(v, r1["params"][k]), k
+
+
+def test_quantizer_runs_in_fp32_under_bf16_autocast():
+    """bf16 autocast must not change the codes: the distance matmul would otherwise run in bf16
+    and pick another nearest entry for a few percent of the frames."""
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=64, n_q=4, codebook_size=64, kmeans_iters=3)
+    rvq.train()
+    rvq(torch.randn(4, 64, 50))  # k-means init + one EMA update
+    rvq.eval()
+    latents = torch.randn(4, 64, 100) * 3.0 + 1.0
+    reference = rvq.encode(latents)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        codes = rvq.encode(latents)
+        out = rvq(latents)
+        bf16_latents_out = rvq(latents.to(torch.bfloat16))
+    assert torch.equal(codes, reference)
+    assert torch.equal(out.codes, reference)
+    assert out.quantized.dtype == torch.float32 and out.commit_loss.dtype == torch.float32
+    # bf16 latents are quantized like their fp32 upcast
+    assert torch.equal(bf16_latents_out.codes, rvq.encode(latents.to(torch.bfloat16).float()))
+    # training forward (codebook updates) chooses the same codes under autocast as without
+    a, b = copy.deepcopy(rvq).train(), copy.deepcopy(rvq).train()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        codes_autocast = a(latents).codes
+    assert torch.equal(codes_autocast, b(latents).codes)
+    assert torch.equal(a.layers[0].embed, b.layers[0].embed)
