@@ -16,6 +16,8 @@
 # in "$@". An unknown option, or one missing its value, prints an error and exits with status 1.
 
 __po_script="${0}"
+# run.sh scripts cd into their own directory before sourcing this file
+[ -f "${__po_script}" ] || __po_script="$(basename "${0}")"
 
 __po_print_help() {
   echo "Usage: ${__po_script} [options] [args]"

@@ -7,6 +7,7 @@
 #            --codec-dir ../librispeech_codec/exp/codec_lm_sm/export
 #   ./run.sh --stage 4 --stop-stage 5 --num-gpus 8      # only the training stages
 #   ./run.sh --train-corpus libritts                     # DM-Codec-TTS-small (LibriTTS)
+#   ./run.sh --num-nodes 2 --node-rank R --master-addr node0 --num-gpus 8   # on each of 2 nodes
 #
 # Stages:
 #   0  manifests: Libri-Heavy (or LibriTTS), LibriSpeech test-clean, VCTK + the evaluation pairs
@@ -18,6 +19,10 @@
 #   6  zero-shot synthesis of the evaluation pairs, then WER/WIL, speaker similarity and MOS proxy
 #      (repetitions averaged, VALL-E protocol) and a report
 # Finished steps leave markers in exp/.done and are skipped when the script runs again.
+# Tokenization, training, synthesis and evaluation run on num_gpus processes per node x num_nodes
+# nodes through torchrun (the offline stages sharded by cut, resumable with any world size); the
+# other steps run on node 0 only. Multi-node: run this script on every node with its --node-rank;
+# this directory (data/, exp/) must be on a filesystem shared by all nodes.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,7 +36,11 @@ libritts_dir=download/LibriTTS
 librispeech_dir=download/LibriSpeech
 vctk_dir=download/VCTK-Corpus-0.92
 codec_dir=                   # exported DM-Codec; empty: train one with ../librispeech_codec (stage 1)
-num_gpus=1                   # >1: DDP through torchrun
+num_gpus=1                   # processes per node (GPUs; CPU: gloo processes); >1 or num_nodes>1: torchrun
+num_nodes=1                  # nodes taking part (run this script on each, with its --node-rank)
+node_rank=0                  # this node: 0 .. num_nodes-1 (node 0 runs the single-process steps)
+master_addr=localhost        # host name / IP of node 0 (torchrun rendezvous)
+master_port=29500            # free TCP port on node 0
 num_jobs=8                   # parallel jobs for preparation / phonemization
 tokenize_batch_duration=120  # seconds of audio per codec batch
 asr=faster-whisper           # ASR for prompts without a transcript (e.g. VCTK crops)
@@ -61,7 +70,7 @@ else
   log "--train-corpus must be libriheavy or libritts, got '${train_corpus}'"; exit 1
 fi
 
-if run_stage 0 && ! stage_done manifests; then
+if run_stage 0 && main_node && ! stage_done manifests; then
   log "Stage 0: manifests (${train_corpus}, LibriSpeech test-clean, VCTK) and evaluation pairs"
   if [ "${train_corpus}" = libriheavy ]; then
     dmtts prepare libriheavy --corpus-dir "${libriheavy_dir}" --audio-dir "${librilight_dir}" \
@@ -88,21 +97,26 @@ default_codec=../librispeech_codec/exp/codec_lm_sm/export   # what that recipe e
 if run_stage 1 && [ -z "${codec_dir}" ] && ! stage_done codec; then
   log "Stage 1: no --codec-dir: training DM-Codec (LM+SM) with ../librispeech_codec"
   librispeech_abs=$(cd "${librispeech_dir}" && pwd)
-  (cd ../librispeech_codec && ./run.sh --corpus-dir "${librispeech_abs}" --variant lm_sm --num-gpus "${num_gpus}")
+  (cd ../librispeech_codec && ./run.sh --corpus-dir "${librispeech_abs}" --variant lm_sm --num-gpus "${num_gpus}" \
+    --num-nodes "${num_nodes}" --node-rank "${node_rank}" --master-addr "${master_addr}" --master-port "${master_port}")
   mark_done codec
 fi
+trains_codec=false
+run_stage 1 && [ -z "${codec_dir}" ] && trains_codec=true
 codec_dir=${codec_dir:-${default_codec}}
 
 if run_stage 2 && ! stage_done tokenize; then
   log "Stage 2: tokenize ${train_name} ${train_split}/${dev_split} with the codec in ${codec_dir}"
+  ! run_stage 0 || wait_done manifests
+  ! ${trains_codec} || wait_done codec
   for split in ${train_split} ${dev_split}; do
-    dmtts tokenize --codec "${codec_dir}" --cuts "data/cuts/${train_name}_cuts_${split}.jsonl.gz" \
+    dmtts_dist tokenize --codec "${codec_dir}" --cuts "data/cuts/${train_name}_cuts_${split}.jsonl.gz" \
       --output-dir data/tokens --batch-duration "${tokenize_batch_duration}"
   done
   mark_done tokenize
 fi
 
-if run_stage 3 && ! stage_done phonemize; then
+if run_stage 3 && main_node && ! stage_done phonemize; then
   log "Stage 3: phonemize (espeak-ng en-us) and build data/tts/symbols.txt"
   # the training split first: its symbols get the first ids; dev only extends the table
   for split in ${train_split} ${dev_split}; do
@@ -112,20 +126,19 @@ if run_stage 3 && ! stage_done phonemize; then
   mark_done phonemize
 fi
 
-train_cmd="dmtts"
-if [ "${num_gpus}" -gt 1 ]; then
-  train_cmd="torchrun --nproc-per-node ${num_gpus} -m dmtts.cli"
-fi
 # conf/*.yaml point at data/tts/libriheavy_cuts_large.jsonl.gz; other corpora/parts override
 # the paths in a generated copy (every other setting stays the paper's).
 make_conf() {  # make_conf ar|nar -> exp/conf_<model>.yaml
   python - "$1" "${train_name}" "${train_split}" "${dev_split}" <<'PY'
-import sys, yaml
+import os, sys, yaml
 model, name, train, dev = sys.argv[1:]
 cfg = yaml.safe_load(open(f"conf/{model}.yaml"))
 cfg["data"]["train_cuts"] = f"data/tts/{name}_cuts_{train}.jsonl.gz"
 cfg["data"]["valid_cuts"] = f"data/tts/{name}_cuts_{dev}.jsonl.gz"
-open(f"exp/conf_{model}.yaml", "w").write(yaml.safe_dump(cfg, sort_keys=False))
+# every node writes the same file: atomically, so that no node reads a half-written one
+tmp = f"exp/.conf_{model}.yaml.{os.getpid()}"
+open(tmp, "w").write(yaml.safe_dump(cfg, sort_keys=False))
+os.replace(tmp, f"exp/conf_{model}.yaml")
 PY
 }
 
@@ -133,18 +146,21 @@ for model in ar nar; do
   n=$([ ${model} = ar ] && echo 4 || echo 5)
   if run_stage ${n} && ! stage_done train_${model}; then
     log "Stage ${n}: train the ${model^^} model (exp/tts_${model}; resumes from its last checkpoint)"
+    ! run_stage 3 || wait_done phonemize
     make_conf ${model}
     resume=""
     ls exp/tts_${model}/checkpoints/step-*.pt >/dev/null 2>&1 && resume="--resume"
-    ${train_cmd} tts train --model ${model} --config exp/conf_${model}.yaml --exp-dir exp/tts_${model} ${resume}
+    dmtts_dist tts train --model ${model} --config exp/conf_${model}.yaml --exp-dir exp/tts_${model} ${resume}
     mark_done train_${model}
   fi
 done
 
 if run_stage 6 && ! stage_done synthesize; then
   log "Stage 6: zero-shot synthesis (${repeats} repeats) -> exp/synth/{librispeech,vctk}"
+  ! run_stage 4 || wait_done train_ar   # node 0 exports the models after training
+  ! run_stage 5 || wait_done train_nar
   for eval_set in librispeech vctk; do
-    dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
+    dmtts_dist synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
       --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" --out-dir "exp/synth/${eval_set}" \
       --repeats "${repeats}" --asr "${asr}" --seed "${seed}"
   done
@@ -153,10 +169,13 @@ fi
 
 if run_stage 6 && ! stage_done evaluate; then
   log "Stage 6: evaluate the syntheses (WER/WIL, similarity to the prompt speaker, MOS proxy)"
+  wait_done synthesize
   for eval_set in librispeech vctk; do
-    dmtts eval tts --synth-dir "exp/synth/${eval_set}" --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" \
+    dmtts_dist eval tts --synth-dir "exp/synth/${eval_set}" --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" \
       --out-dir "exp/eval/${eval_set}" --name "dmcodec_tts_${eval_set}" --asr "${asr}" --sim "${sim}" --mos "${mos}"
-    dmtts eval report --tts-eval "exp/eval/${eval_set}" --out "exp/report_${eval_set}.md"
+    if main_node; then
+      dmtts eval report --tts-eval "exp/eval/${eval_set}" --out "exp/report_${eval_set}.md"
+    fi
   done
   mark_done evaluate
 fi

@@ -4,6 +4,7 @@
 #   ./run.sh --corpus-dir /data/LibriSpeech                      # all stages, LM+SM variant
 #   ./run.sh --variant lm --stage 3 --stop-stage 4               # another variant, some stages
 #   ./run.sh --variant lm_sm --num-gpus 2 --stage 3              # DDP with torchrun
+#   ./run.sh --num-nodes 2 --node-rank R --master-addr node0 --num-gpus 8   # on each of 2 nodes
 #
 # Variants (conf/<variant>.yaml): baseline, lm, sm, lm_sm, cls.
 # Stages: 0 download (skipped when the corpus is on disk), 1 prepare manifests, 2 teacher
@@ -11,6 +12,10 @@
 # 6 significance (almost stochastic order) between all variants evaluated so far.
 # Every stage is one `dmtts` call; finished steps leave a marker in exp/.done/ and are skipped on
 # the next run (delete the marker to redo one). Training resumes from its last checkpoint.
+# Teacher extraction, training and evaluation run on num_gpus processes per node x num_nodes
+# nodes through torchrun (extraction and evaluation sharded by cut, resumable with any world
+# size); the other stages run on node 0 only. Multi-node: run this script on every node with its
+# --node-rank; this directory must be on a filesystem shared by all nodes.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,7 +25,11 @@ corpus_dir=download/LibriSpeech   # LibriSpeech root (holds train-clean-100/, de
 variant=lm_sm                     # baseline | lm | sm | lm_sm | cls
 lm_dir=download/models/bert-base-uncased       # local Hugging Face dir of the LM teacher
 sm_dir=download/models/hubert-base-ls960       # local Hugging Face dir of the SM teacher
-num_gpus=1                        # >1: torchrun DDP (nccl on GPU, gloo on CPU)
+num_gpus=1                        # processes per node (GPUs; CPU: gloo processes); >1 or num_nodes>1: torchrun
+num_nodes=1                       # nodes taking part (run this script on each, with its --node-rank)
+node_rank=0                       # this node: 0 .. num_nodes-1 (node 0 runs the single-process stages)
+master_addr=localhost             # host name / IP of node 0 (torchrun rendezvous)
+master_port=29500                 # free TCP port on node 0
 batch_size=8                      # teacher extraction batch size
 asr=faster-whisper                # ASR for WER/WIL (paper: hf-whisper:DIR of a local Whisper)
 sim=resemblyzer                   # speaker similarity (paper: wavlm:DIR of a local WavLM x-vector model)
@@ -36,7 +45,7 @@ conf=conf/${variant}.yaml
 [ -f "${conf}" ] || { log "unknown --variant ${variant}: no ${conf}"; exit 1; }
 parts="train-clean-100 dev-clean test-clean"
 
-if run_stage 0 && ! stage_done download; then
+if run_stage 0 && main_node && ! stage_done download; then
   missing=""
   for p in ${parts}; do [ -d "${corpus_dir}/${p}" ] || missing="${missing} ${p}"; done
   if [ -z "${missing}" ]; then
@@ -48,7 +57,7 @@ if run_stage 0 && ! stage_done download; then
   mark_done download
 fi
 
-if run_stage 1 && ! stage_done prepare; then
+if run_stage 1 && main_node && ! stage_done prepare; then
   log "Stage 1: lhotse manifests and cuts for ${parts}"
   dmtts prepare librispeech --corpus-dir "${corpus_dir}" --output-dir data --parts ${parts}
   mark_done prepare
@@ -62,8 +71,9 @@ if run_stage 2; then
     log "Stage 2: the baseline uses no teacher features; skipping"
   elif ! stage_done "teachers_${lm_target}"; then
     log "Stage 2: teacher features (LM ${lm_dir}, target ${lm_target}; SM ${sm_dir}) into ${feats_dir}"
+    ! run_stage 1 || wait_done prepare
     for p in train-clean-100 dev-clean; do
-      dmtts teachers extract --cuts data/cuts/librispeech_cuts_${p}.jsonl.gz --output-dir "${feats_dir}" \
+      dmtts_dist teachers extract --cuts data/cuts/librispeech_cuts_${p}.jsonl.gz --output-dir "${feats_dir}" \
         --lm-dir "${lm_dir}" --sm-dir "${sm_dir}" --lm-target "${lm_target}" --batch-size "${batch_size}"
     done
     mark_done "teachers_${lm_target}"
@@ -72,18 +82,14 @@ fi
 
 if run_stage 3 && ! stage_done "train_${variant}"; then
   log "Stage 3: train DM-Codec (${variant}) in ${exp_dir}"
+  [ "${variant}" = baseline ] || ! run_stage 2 || wait_done "teachers_$([ "${variant}" = cls ] && echo cls || echo avg)"
   resume=""
   [ -d "${exp_dir}/checkpoints" ] && resume="--resume"
-  if [ "${num_gpus}" -gt 1 ]; then
-    torchrun --standalone --nproc-per-node "${num_gpus}" -m dmtts.cli codec train \
-      --config "${conf}" --exp-dir "${exp_dir}" ${resume}
-  else
-    dmtts codec train --config "${conf}" --exp-dir "${exp_dir}" ${resume}
-  fi
+  dmtts_dist codec train --config "${conf}" --exp-dir "${exp_dir}" ${resume}
   mark_done "train_${variant}"
 fi
 
-if run_stage 4 && ! stage_done "export_${variant}"; then
+if run_stage 4 && main_node && ! stage_done "export_${variant}"; then
   log "Stage 4: export ${exp_dir} -> ${exp_dir}/export (weight norm folded)"
   dmtts codec export --checkpoint "${exp_dir}" --out "${exp_dir}/export"
   dmtts codec info --model "${exp_dir}/export"
@@ -91,14 +97,19 @@ if run_stage 4 && ! stage_done "export_${variant}"; then
 fi
 if run_stage 5 && ! stage_done "eval_${variant}"; then
   log "Stage 5: evaluate ${variant}: reconstruction of the 300-utterance test-clean subset"
-  [ -f data/cuts/codec_eval.jsonl.gz ] || dmtts subset codec-eval \
-    --cuts data/cuts/librispeech_cuts_test-clean.jsonl.gz --num 300 --seed 42 --out data/cuts/codec_eval.jsonl.gz
-  dmtts eval codec --model "${exp_dir}/export" --cuts data/cuts/codec_eval.jsonl.gz --out-dir "${exp_dir}/eval" \
+  if main_node && ! stage_done codec_eval_subset; then
+    dmtts subset codec-eval --cuts data/cuts/librispeech_cuts_test-clean.jsonl.gz --num 300 --seed 42 \
+      --out data/cuts/codec_eval.jsonl.gz
+    mark_done codec_eval_subset
+  fi
+  ! run_stage 4 || wait_done "export_${variant}"
+  wait_done codec_eval_subset
+  dmtts_dist eval codec --model "${exp_dir}/export" --cuts data/cuts/codec_eval.jsonl.gz --out-dir "${exp_dir}/eval" \
     --name "dmcodec_${variant}" --n-q 1 3 6 8 --asr "${asr}" --sim "${sim}" --mos "${mos}"
   mark_done "eval_${variant}"
 fi
 
-if run_stage 6; then
+if run_stage 6 && main_node; then
   log "Stage 6: significance between the evaluated variants (8 RVQ levels)"
   scores=$(ls exp/codec_*/eval/scores_dmcodec_*_nq8.csv 2>/dev/null || true)
   if [ "$(echo "${scores}" | wc -w)" -ge 2 ]; then
