@@ -11,9 +11,15 @@ Unknown keys are rejected (``dmtts.config.from_dict``); the fully resolved confi
 
 Loss weights: the paper (§4) gives them relative to one free factor X: λ_distill = X,
 λ_f (mel) = 0.375X, λ_t (waveform L1) = 4.15X, λ_w (commitment) = 0.085X, λ_g = λ_fm = 1. We use
-**X = 120**, which reproduces the magnitudes of the public DM-Codec/SpeechTokenizer code
-(mel 45, L1 ≈ 500, commitment ≈ 10, distillation 120): λ_distill = 120, λ_f = 45, λ_t = 498,
-λ_w = 10.2. Every weight is a config key.
+**X = 120**, which makes the *weights* the public DM-Codec/SpeechTokenizer code's numbers
+(λ_distill 120, λ_f 45, λ_t 498 ≈ 500, λ_w 10.2 ≈ 10). The *terms* they multiply are not the
+public code's, so the same weights do not give the same loss balance: the paper preset's mel term
+is a sum over 7 scales of L1 + L2 on 64-bin log-mels (public: 45 × one 1024-window L1 term plus
+three more scales at weight 1, 80 bins), its commitment term sums the 8 levels (public: their
+mean, so 8x smaller at equal λ_w), its adversarial/feature-matching terms are hinge/relative
+(public: LSGAN summed over sub-discriminators, absolute L1 x 2). docs/presets.md gives the
+measured balance of the weighted terms in both presets after 100 steps. Every weight and every
+one of these choices is a config key; the ``official`` preset holds the public code's values.
 """
 
 from __future__ import annotations
@@ -65,9 +71,19 @@ class DiscriminatorConfig:
     msd_scales: int = 3
     msd_channels: int = 16  # first layer; grows x4 per grouped layer up to msd_max_channels
     msd_max_channels: int = 256
+    # explicit grouped-layer layout of each MSD (HiFi-GAN: channels [128, 256, 512, 1024, 1024],
+    # strides [2, 2, 4, 4, 1], groups [4, 16, 16, 16, 16]); empty: 4 layers of stride 4 whose
+    # channels grow x4 from msd_channels up to msd_max_channels
+    msd_layer_channels: list[int] = field(default_factory=list)
+    msd_strides: list[int] = field(default_factory=list)
+    msd_groups: list[int] = field(default_factory=list)
+    msd_spectral_norm_first: bool = False  # HiFi-GAN: spectral norm on the first (full-rate) MSD
     use_stft: bool = True
     stft_filters: int = 32
     stft_n_ffts: list[int] = field(default_factory=lambda: [1024, 2048, 512, 256, 128])
+    # EnCodec / public code: the STFT divided by sqrt(sum(window^2)) and no centre padding
+    stft_normalized: bool = False
+    stft_center: bool = True
 
 
 @dataclass
@@ -86,6 +102,8 @@ class LossConfig:
     lambda_adv: float = 1.0
     lambda_fm: float = 1.0
     lambda_distill: float = PAPER_X
+    # commitment over the RVQ levels: sum (paper eq. 9) | mean (public code: 1/8 of the sum)
+    commitment_reduction: str = "sum"
 
 
 @dataclass
@@ -96,6 +114,10 @@ class DistillConfig:
     axis: str = "d"  # d (paper) | t (ablation)
     lambda_lm: float = 1.0
     lambda_sm: float = 1.0
+    # lm+sm: half (paper eq. 13: ½(λ_LM·L_L + λ_SM·L_S); one teacher: λ·L) | sum (public code:
+    # λ_LM·L_L + λ_SM·L_S; one teacher: L unweighted). For the Fig. 3 sweep (λ_LM + λ_SM = 1)
+    # "sum" gives the distillation term twice the weight "half" gives it; see docs/presets.md.
+    combine: str = "half"
     lm_dim: int = 768
     sm_dim: int = 768
 
@@ -158,6 +180,18 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # The public SpeechTokenizer / DM-Codec code's values.
     "official": {
         "model": {"n_filters": 64, "conv_init": "torch"},
+        "discriminator": {  # HiFi-GAN MPD / MSD and EnCodec's MS-STFT, as the public code builds them
+            "mpd_channels": [32, 128, 512, 1024],
+            "msd_channels": 128,
+            "msd_max_channels": 1024,
+            "msd_layer_channels": [128, 256, 512, 1024, 1024],
+            "msd_strides": [2, 2, 4, 4, 1],
+            "msd_groups": [4, 16, 16, 16, 16],
+            "msd_spectral_norm_first": True,
+            "stft_normalized": True,
+            "stft_center": False,
+        },
+        "distill": {"combine": "sum", "lambda_lm": 0.5, "lambda_sm": 0.5},
         "loss": {
             "adversarial": "lsgan",
             "feature_matching": "l1",
@@ -169,6 +203,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "lambda_wav": 500.0,
             "lambda_mel": 1.0,
             "lambda_commit": 10.0,
+            "commitment_reduction": "mean",
             "lambda_distill": 120.0,
         },
         "train": {"betas": [0.9, 0.99], "scheduler": "cosine", "max_steps": 300000},
@@ -258,6 +293,21 @@ def validate(cfg: CodecTrainingConfig) -> None:
         raise DmttsError("loss.mel_hops must be empty or have one hop per entry of loss.mel_windows")
     if l.mel_scale_weights and len(l.mel_scale_weights) != len(l.mel_windows):
         raise DmttsError("loss.mel_scale_weights must be empty or have one weight per mel window")
+    if l.commitment_reduction not in ("sum", "mean"):
+        raise DmttsError(f"loss.commitment_reduction '{l.commitment_reduction}' must be 'sum' or 'mean'")
+    if d.combine not in ("half", "sum"):
+        raise DmttsError(f"distill.combine '{d.combine}' must be 'half' (paper eq. 13) or 'sum' (public code)")
+    dc = cfg.discriminator
+    n_layers = {len(dc.msd_layer_channels), len(dc.msd_strides), len(dc.msd_groups)}
+    if len(n_layers) > 1:
+        raise DmttsError("discriminator.msd_layer_channels, msd_strides and msd_groups must have the same "
+                         "length (one entry per grouped MSD layer), or all be empty")
+    prev = dc.msd_channels
+    for c, g in zip(dc.msd_layer_channels, dc.msd_groups):
+        if g < 1 or prev % g or c % g:
+            raise DmttsError(f"discriminator.msd_groups: {g} groups do not divide an MSD layer of {prev} -> {c} "
+                             "channels")
+        prev = c
     if cfg.data.sampler not in ("simple", "dynamic_bucketing"):
         raise DmttsError(f"data.sampler '{cfg.data.sampler}' must be 'simple' or 'dynamic_bucketing'")
     if cfg.train.scheduler not in ("exponential", "cosine"):

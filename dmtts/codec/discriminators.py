@@ -1,10 +1,15 @@
 """Discriminators: multi-period (MPD), multi-scale (MSD) and multi-scale STFT (MS-STFT).
 
 MPD and MSD follow HiFi-GAN (Kong et al., 2020) with configurable (smaller) channel counts, as
-the paper brings their parameter count closer to the MS-STFT discriminator; MS-STFT follows
-EnCodec (real and imaginary STFT parts, 2-D convs dilated 1, 2, 4 in time, stride 2 in
-frequency, final 3x3 conv). Every sub-discriminator returns ``(logits, feature_maps)``;
-:class:`Discriminators` runs all of them and returns flat lists.
+the paper brings their parameter count closer to the MS-STFT discriminator; the ``official``
+preset builds them at HiFi-GAN size (MSD layer layout from ``msd_layer_channels`` /
+``msd_strides`` / ``msd_groups``, spectral norm instead of weight norm on the first MSD, as the
+public code). MS-STFT follows EnCodec (real and imaginary STFT parts, 2-D convs dilated 1, 2, 4
+in time, stride 2 in frequency, final 3x3 conv); ``stft_normalized`` divides the STFT by
+``sqrt(sum(window^2))`` (torchaudio's ``Spectrogram(normalized=True)``, what EnCodec and the
+public code use) and ``stft_center=False`` frames the signal without padding it. Every
+sub-discriminator returns ``(logits, feature_maps)``; :class:`Discriminators` runs all of them
+and returns flat lists.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
+from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 from dmtts.codec.config import DiscriminatorConfig
 
@@ -53,21 +58,45 @@ class PeriodDiscriminator(nn.Module):
         return _run_stack(self.convs, self.post, x)
 
 
+def compact_msd_layout(channels: int, max_channels: int) -> tuple[list[int], list[int], list[int]]:
+    """(channels, strides, groups) of the 4 grouped layers of the reduced MSD: stride 4, channels
+    x4 per layer up to ``max_channels``, groups up to 64 dividing both sides."""
+    outs, strides, groups = [], [], []
+    c = channels
+    for _ in range(4):
+        nc = min(c * 4, max_channels)
+        g = max(1, min(c // 4, nc // 4, 64))
+        while c % g or nc % g:
+            g -= 1
+        outs.append(nc)
+        strides.append(4)
+        groups.append(g)
+        c = nc
+    return outs, strides, groups
+
+
 class ScaleDiscriminator(nn.Module):
-    def __init__(self, channels: int = 16, max_channels: int = 1024):
+    """Conv1d(1 -> channels, k15) -> grouped Conv1d(k41) layers -> Conv1d(k5) -> Conv1d(-> 1, k3).
+
+    ``layer_channels`` / ``strides`` / ``groups`` give the grouped layers (default: the compact
+    layout of :func:`compact_msd_layout`); ``spectral=True`` normalises every conv with spectral
+    norm instead of weight norm.
+    """
+
+    def __init__(self, channels: int = 16, max_channels: int = 1024, layer_channels=(), strides=(), groups=(),
+                 spectral: bool = False):
         super().__init__()
+        if not layer_channels:
+            layer_channels, strides, groups = compact_msd_layout(channels, max_channels)
+        norm = spectral_norm if spectral else weight_norm
         c = channels
-        layers = [weight_norm(nn.Conv1d(1, c, 15, 1, padding=7))]
-        for _ in range(4):
-            nc = min(c * 4, max_channels)
-            groups = max(1, min(c // 4, nc // 4, 64))
-            while c % groups or nc % groups:
-                groups -= 1
-            layers.append(weight_norm(nn.Conv1d(c, nc, 41, 4, groups=groups, padding=20)))
+        layers = [norm(nn.Conv1d(1, c, 15, 1, padding=7))]
+        for nc, stride, g in zip(layer_channels, strides, groups):
+            layers.append(norm(nn.Conv1d(c, nc, 41, stride, groups=g, padding=20)))
             c = nc
-        layers.append(weight_norm(nn.Conv1d(c, c, 5, 1, padding=2)))
+        layers.append(norm(nn.Conv1d(c, c, 5, 1, padding=2)))
         self.convs = nn.ModuleList(layers)
-        self.post = weight_norm(nn.Conv1d(c, 1, 3, 1, padding=1))
+        self.post = norm(nn.Conv1d(c, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return _run_stack(self.convs, self.post, x)
@@ -75,10 +104,12 @@ class ScaleDiscriminator(nn.Module):
 
 class STFTDiscriminator(nn.Module):
     def __init__(self, n_fft: int, filters: int = 32, hop_length: int | None = None,
-                 dilations: tuple[int, ...] = (1, 2, 4), max_filters: int = 1024, filters_scale: int = 1):
+                 dilations: tuple[int, ...] = (1, 2, 4), max_filters: int = 1024, filters_scale: int = 1,
+                 normalized: bool = False, center: bool = True):
         super().__init__()
         self.n_fft = n_fft
         self.hop_length = hop_length or n_fft // 4
+        self.normalized, self.center = normalized, center
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         convs = [weight_norm(nn.Conv2d(2, filters, (3, 9), padding=(1, 4)))]
         in_ch = filters
@@ -91,9 +122,16 @@ class STFTDiscriminator(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.post = weight_norm(nn.Conv2d(in_ch, 1, (3, 3), padding=(1, 1)))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex STFT ``[B, F, T]`` of ``x[B, 1, N]`` (Hann window, hop n_fft / 4)."""
         spec = torch.stft(x.squeeze(1).float(), self.n_fft, self.hop_length, self.n_fft, window=self.window,
-                          center=True, return_complex=True)  # [B, F, T]
+                          center=self.center, return_complex=True)
+        if self.normalized:  # torchaudio's "window" normalisation, not torch.stft's 1/sqrt(n_fft)
+            spec = spec / self.window.pow(2).sum().sqrt()
+        return spec
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        spec = self.spectrogram(x)  # [B, F, T]
         z = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # [B, 2, T, F]
         return _run_stack(self.convs, self.post, z, 0.2)
 
@@ -106,10 +144,13 @@ class Discriminators(nn.Module):
         cfg = cfg or DiscriminatorConfig()
         self.mpd = nn.ModuleList(PeriodDiscriminator(p, cfg.mpd_channels) for p in cfg.mpd_periods) \
             if cfg.use_mpd else nn.ModuleList()
-        self.msd = nn.ModuleList(ScaleDiscriminator(cfg.msd_channels, cfg.msd_max_channels)
-                                 for _ in range(cfg.msd_scales)) if cfg.use_msd else nn.ModuleList()
-        self.stft = nn.ModuleList(STFTDiscriminator(n, cfg.stft_filters) for n in cfg.stft_n_ffts) \
-            if cfg.use_stft else nn.ModuleList()
+        self.msd = nn.ModuleList(
+            ScaleDiscriminator(cfg.msd_channels, cfg.msd_max_channels, cfg.msd_layer_channels, cfg.msd_strides,
+                               cfg.msd_groups, spectral=(i == 0 and cfg.msd_spectral_norm_first))
+            for i in range(cfg.msd_scales)) if cfg.use_msd else nn.ModuleList()
+        self.stft = nn.ModuleList(STFTDiscriminator(n, cfg.stft_filters, normalized=cfg.stft_normalized,
+                                                    center=cfg.stft_center)
+                                  for n in cfg.stft_n_ffts) if cfg.use_stft else nn.ModuleList()
         if len(self.mpd) + len(self.msd) + len(self.stft) == 0:
             from dmtts.errors import DmttsError
 

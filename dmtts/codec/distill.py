@@ -7,8 +7,10 @@
   (:func:`fit_length`); for ``cls`` the [CLS] row (row 0 of the LM features) is repeated T' times.
 * D-axis loss (eq. 1–2, default): per feature dimension d, the cosine similarity over the T'
   axis; ``-mean_{b,d} log σ(cos)``. T-axis ablation: the cosine per time step over D.
-* ``L_LS = ½(λ_LM·L_L + λ_SM·L_S)`` for ``lm+sm`` (eq. 13); ``λ_LM·L_L`` for ``lm``, ``cls``,
-  ``word_emb`` and ``λ_SM·L_S`` for ``sm``.
+* ``combine: half`` (paper): ``L_LS = ½(λ_LM·L_L + λ_SM·L_S)`` for ``lm+sm`` (eq. 13);
+  ``λ_LM·L_L`` for ``lm``, ``cls``, ``word_emb`` and ``λ_SM·L_S`` for ``sm``.
+  ``combine: sum`` (public code): ``λ_LM·L_L + λ_SM·L_S`` for ``lm+sm``, the loss unweighted
+  for one teacher.
 
 Modes ``lm``, ``cls`` and ``word_emb`` all read ``cut.lm_feats``; they differ in how the teacher
 features were extracted (``dmtts teachers extract --lm-target avg|cls|word_emb``) and, for
@@ -111,10 +113,11 @@ class Distiller(nn.Module):
             student = self.sm_proj(select_levels(levels, self.cfg.sm_layer))
             l_sm = self._loss(student, fit_length(sm_feats.to(student.dtype), frames))
             parts["distill_sm"] = float(l_sm.detach())
+        half = self.cfg.combine == "half"
         if l_lm is not None and l_sm is not None:
-            total = 0.5 * (self.cfg.lambda_lm * l_lm + self.cfg.lambda_sm * l_sm)
+            total = (0.5 if half else 1.0) * (self.cfg.lambda_lm * l_lm + self.cfg.lambda_sm * l_sm)
         elif l_lm is not None:
-            total = self.cfg.lambda_lm * l_lm
+            total = self.cfg.lambda_lm * l_lm if half else l_lm
         elif l_sm is not None:
-            total = self.cfg.lambda_sm * l_sm
+            total = self.cfg.lambda_sm * l_sm if half else l_sm
         return total, parts

@@ -12,7 +12,9 @@
   summed over sub-discriminators as in the public code.
 * Feature matching (eq. 8), relative: ``1/(NM) Σ_n Σ_m mean|R(x) - R(x̂)| / mean|R(x)|``; or
   ``l1`` (HiFi-GAN/public code): ``2 Σ_n Σ_m mean|R(x) - R(x̂)|``.
-* Commitment (eq. 9) comes from the quantizer; distillation from :mod:`dmtts.codec.distill`.
+* Commitment (eq. 9): the quantizer returns the sum over levels of each level's mean squared
+  distance; :func:`commitment_loss` keeps the sum (paper) or takes the mean over levels (public
+  code, ``loss.commitment_reduction: mean``). Distillation comes from :mod:`dmtts.codec.distill`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ from torch import nn
 
 from dmtts.audio import mel_spectrogram
 from dmtts.codec.config import LossConfig
+
+
+def commitment_loss(level_sum: torch.Tensor, n_levels: int, reduction: str = "sum") -> torch.Tensor:
+    """The RVQ commitment term from the quantizer's sum over ``n_levels`` levels: ``sum`` (paper
+    eq. 9) or ``mean`` (the public code averages the per-level losses)."""
+    if reduction == "sum":
+        return level_sum.float()
+    if reduction == "mean":
+        return level_sum.float() / n_levels
+    raise ValueError(f"commitment reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
 def waveform_l1(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

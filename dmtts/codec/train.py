@@ -31,8 +31,8 @@ from torch import nn
 from dmtts.codec.config import CodecTrainingConfig
 from dmtts.codec.discriminators import Discriminators
 from dmtts.codec.distill import Distiller
-from dmtts.codec.losses import (MultiScaleMelLoss, discriminator_adv_loss, feature_matching_loss,
-                                generator_adv_loss, waveform_l1)
+from dmtts.codec.losses import (MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
+                                feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
 from dmtts.config import from_dict, save_config, to_dict
 from dmtts.errors import DmttsError
@@ -195,7 +195,7 @@ class CodecTrainer:
             d_loss = adv = fm = torch.zeros((), device=self.device)
         mel = self.mel_loss(x, x_hat)
         wav = waveform_l1(x, x_hat)
-        commit = out.commit_loss.float()
+        commit = commitment_loss(out.commit_loss, len(out.levels), c.commitment_reduction)
         g_loss = (c.lambda_adv * adv + c.lambda_fm * fm + c.lambda_mel * mel + c.lambda_wav * wav
                   + c.lambda_commit * commit + c.lambda_distill * distill)
         if not torch.isfinite(g_loss):
