@@ -12,13 +12,19 @@ def register(subparsers) -> None:
         "tokenize",
         help="encode cuts into codec codes (cut.codes, int16 (T, 8))",
         description="Encode the audio of a CutSet with a trained codec. Writes <output-dir>/<cuts file name> "
-        "and <output-dir>/<name>_codes.h5; re-running resumes (cuts already stored are skipped).",
+        "(the tokenized cuts, in input order) and the codes in <output-dir>/<name>_codes/; re-running resumes "
+        "(cuts already stored are skipped), also with another number of processes. Sharded over GPUs/nodes: "
+        "torchrun --nproc-per-node N -m dmtts.cli tokenize ...",
     )
     p.add_argument("--codec", required=True, help="exported codec directory (or preset:NAME, random weights, for tests)")
     p.add_argument("--cuts", required=True, help="input cuts (.jsonl.gz)")
     p.add_argument("--output-dir", required=True, help="where the tokenized cuts and the codes go")
     p.add_argument("--batch-duration", type=float, default=60.0, help="seconds of audio per encoder batch (default 60)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--chunk-size", type=int, default=2000,
+                   help="cuts per commit unit (sorted by duration into batches); a hard kill loses at most one (default 2000)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto; under torchrun cuda:LOCAL_RANK)")
+    p.add_argument("--overwrite", action="store_true", help="discard codes from an earlier run in --output-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_tokenize)
 
     t = subparsers.add_parser("tts", help="train / export the AR and NAR TTS models")
@@ -78,14 +84,17 @@ def register(subparsers) -> None:
 
 
 def _tokenize(args) -> int:
-    import torch
-
     from dmtts.codec.model import load_codec
+    from dmtts.data.sharding import shard_context
     from dmtts.tts.tokenize import tokenize_cuts
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    codec = load_codec(args.codec, device)
-    tokenize_cuts(codec, args.cuts, args.output_dir, args.batch_duration, device)
+    ctx = shard_context(args.device)  # torchrun: one shard of the cuts per rank
+    try:
+        codec = load_codec(args.codec, ctx.device)
+        tokenize_cuts(codec, args.cuts, args.output_dir, args.batch_duration, ctx.device, progress=not args.no_progress,
+                      chunk_size=args.chunk_size, ctx=ctx, overwrite=args.overwrite)
+    finally:
+        ctx.close()
     return 0
 
 

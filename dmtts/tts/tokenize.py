@@ -1,17 +1,27 @@
 """``dmtts tokenize``: encode cuts into codec codes (int16 ``(T, n_q)``, ``cut.codes``).
 
-The manifest is streamed in chunks of ``chunk_size`` cuts; inside a chunk cuts are sorted by
-duration and encoded in batches of about ``batch_duration`` seconds, without padding
-(``DMCodec.encode_batch``: a cut's codes equal encoding it alone).
-Codes go into ``<output-dir>/<name>_codes.h5`` (lhotse ``NumpyHdf5Writer``, lossless); the
-tokenized cuts, in input order, into ``<output-dir>/<input file name>`` (written to a temporary
-file and renamed at the end). Re-running skips cuts whose codes are already stored (resume after a crash). A cut
-that fails (unreadable audio, wrong frame count, ...) is reported and skipped; the list goes to
-``<output-dir>/<name>_failed.txt``.
+Runs as one process or sharded over torchrun ranks (``dmtts.data.sharding``): rank ``r`` of
+``W`` encodes the cuts at input positions ``i % W == r``, streaming the manifest. A rank packs
+its cuts into units of ``chunk_size``; inside a unit cuts are sorted by duration and encoded in
+batches of about ``batch_duration`` seconds, without padding (``DMCodec.encode_batch``: a cut's
+codes equal encoding it alone, so the world size never changes a code).
+
+Outputs, for ``--cuts IN/<name>.jsonl.gz`` and ``--output-dir OUT``::
+
+    OUT/<name>.jsonl.gz            the tokenized cuts, in input order (rank 0 merges, atomically)
+    OUT/<name>_codes/codes.<unit>.h5        codes of one unit (lhotse NumpyHdf5Writer, lossless)
+    OUT/<name>_codes/progress/              commit markers + meta.json (input sha256, codec digest)
+    OUT/<name>_failed.txt          cuts that failed in the last run (unreadable audio, ...), retried
+                                   on the next run
+
+Re-running (with any world size) skips every cut of a committed unit; Ctrl-C / SIGTERM commits
+the cuts finished so far, so a hard kill loses at most one unit per rank. Codes from another
+codec or another version of the input are refused unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -31,66 +41,51 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _batches(cuts, batch_duration: float):
-    """Duration-sorted batches of at most ``batch_duration`` seconds (at least one cut each)."""
+def _batches(items, batch_duration: float):
+    """``(index, cut)`` items in duration-sorted batches of at most ``batch_duration`` seconds (at
+    least one cut each)."""
     batch, total = [], 0.0
-    for c in sorted(cuts, key=lambda c: c.duration):
-        if batch and total + c.duration > batch_duration:
+    for item in sorted(items, key=lambda item: item[1].duration):
+        if batch and total + item[1].duration > batch_duration:
             yield batch
             batch, total = [], 0.0
-        batch.append(c)
-        total += c.duration
+        batch.append(item)
+        total += item[1].duration
     if batch:
         yield batch
 
 
-def _chunks(cuts, size: int):
-    chunk = []
-    for c in cuts:
-        chunk.append(c)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def codec_digest(codec) -> str:
+    """sha256 over the codec's parameters and buffers: codes from another codec are never mixed."""
+    sha = hashlib.sha256()
+    for name, tensor in sorted(codec.state_dict().items()):
+        sha.update(name.encode())
+        sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()
 
 
-def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, device="cpu", progress=True,
-                  chunk_size: int = 5000) -> Path:
-    import h5py
-    from lhotse import CutSet
-    from lhotse.features.io import NumpyHdf5Writer
-    from tqdm import tqdm
-
-    from dmtts.data.codes import attach_codes, check_frames, codes_array_for
-    from dmtts.utils import atomic_path, atomic_write_text, require_file
-
-    cuts_path = require_file(cuts_path, "--cuts", "prepare cuts with 'dmtts prepare ...'")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def output_paths(cuts_path: str | Path, output_dir: str | Path) -> dict[str, Path]:
+    """Where ``tokenize_cuts`` writes its outputs for ``cuts_path``."""
+    cuts_path, output_dir = Path(cuts_path), Path(output_dir)
     stem = _stem(cuts_path)
-    out_cuts = output_dir / cuts_path.name
-    if out_cuts.resolve() == cuts_path.resolve():
-        raise DmttsError(f"--output-dir '{output_dir}' would overwrite the input cuts: choose another directory")
-    storage = output_dir / f"{stem}_codes.h5"
-    n_q = codec.n_q
-    sr = codec.sample_rate
+    codes = output_dir / f"{stem}_codes"
+    return {"cuts": output_dir / cuts_path.name, "codes_dir": codes, "progress_dir": codes / "progress",
+            "failed": output_dir / f"{stem}_failed.txt"}
 
-    done: dict[str, int] = {}
-    from lhotse.features.io import close_cached_file_handles
 
-    close_cached_file_handles()  # lhotse keeps HDF5 files open for reading; we append to ours
-    if storage.exists():
-        try:
-            with h5py.File(storage, "r") as f:
-                done = {k: f[k].shape[0] for k in f.keys() if f[k].ndim == 2 and f[k].shape[1] == n_q}
-        except OSError as e:
-            raise DmttsError(f"'{storage}' is unreadable ({e}): delete it to tokenize from scratch") from None
-        logger.info("resuming: %d cuts already tokenized in %s", len(done), storage)
+class _Encoder:
+    """Encodes batches of cuts and stores the codes in the HDF5 file of the current unit."""
 
-    def encode_batch(batch, writer, results, failed):
+    def __init__(self, codec, device):
+        self.codec = codec
+        self.device = device
+
+    def encode(self, batch, writer_for, unit, failed):
+        from dmtts.data.codes import attach_codes, check_frames
+
+        sr = self.codec.sample_rate
         wavs, good = [], []
-        for c in batch:
+        for index, c in batch:
             try:
                 audio = c.resample(sr).load_audio()
                 if audio.ndim == 2:
@@ -98,69 +93,121 @@ def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, de
                 if audio.size == 0 or not np.isfinite(audio).all():
                     raise ValueError("audio is empty or has NaN/inf samples")
                 wavs.append(audio.astype(np.float32))
-                good.append(c)
+                good.append((index, c))
             except Exception as e:  # noqa: BLE001 - report any unreadable cut and move on
-                failed.append((c.id, f"{type(e).__name__}: {e}"))
+                failed.append((index, c.id, f"{type(e).__name__}: {e}"))
         if not good:
             return
         lens = [len(w) for w in wavs]
         try:
             with torch.inference_mode():
                 # unpadded: each cut's codes equal encoding it alone (as a synthesis prompt is)
-                codes = codec.encode_batch([torch.from_numpy(w).to(device) for w in wavs], n_q=n_q)
+                codes = self.codec.encode_batch([torch.from_numpy(w).to(self.device) for w in wavs],
+                                                n_q=self.codec.n_q)
         except Exception as e:  # noqa: BLE001
-            failed.extend((c.id, f"encode failed: {type(e).__name__}: {e}") for c in good)
+            failed.extend((i, c.id, f"encode failed: {type(e).__name__}: {e}") for i, c in good)
             return
-        for i, c in enumerate(good):
-            frames = codec.num_frames(lens[i])
+        for k, (index, c) in enumerate(good):
+            frames = self.codec.num_frames(lens[k])
             try:
                 check_frames(frames, c.duration)
             except DmttsError as e:
-                failed.append((c.id, str(e)))
+                failed.append((index, c.id, str(e)))
                 continue
-            results[c.id] = attach_codes(c, writer, codes[i].cpu().numpy()[:, :frames].T)
+            tokenized = attach_codes(c, writer_for(), codes[k].cpu().numpy()[:, :frames].T)
+            unit.add(index, c.id, tokenized.to_dict())
 
-    # Stream the manifest in chunks (Libri-Heavy does not fit in memory as one list): each chunk
-    # is sorted by duration into batches, and its cuts are written out in input order.
-    seen: set[str] = set()
-    failed: list[tuple[str, str]] = []
-    n_in = n_out = 0
-    with atomic_path(out_cuts) as tmp, CutSet.open_writer(tmp) as out_writer, \
-            NumpyHdf5Writer(storage, mode="a") as writer, \
-            tqdm(desc=f"tokenize {stem}", unit="cut", disable=not progress) as bar:
-        for chunk in _chunks(CutSet.from_file(cuts_path), chunk_size):
-            results: dict[str, object] = {}
-            todo = []
-            for c in chunk:
-                if c.id in seen:
-                    raise DmttsError(f"--cuts '{cuts_path}' has duplicate cut id '{c.id}': codes are stored by cut id")
-                seen.add(c.id)
-                if c.id in done:
-                    results[c.id] = c.with_custom("codes", codes_array_for(c, str(storage), c.id, done[c.id], n_q))
-                else:
-                    todo.append(c)
-            bar.update(len(chunk) - len(todo))
-            for batch in _batches(todo, batch_duration):
-                encode_batch(batch, writer, results, failed)
-                writer.hdf.flush()
-                bar.update(len(batch))
-            for c in chunk:
-                if c.id in results:
-                    out_writer.write(results[c.id])
-                    n_out += 1
-            n_in += len(chunk)
-        if not n_out:
-            for cid, why in failed:
-                logger.warning("skipped cut %s: %s", cid, why)
-            raise DmttsError(f"no cut of '{cuts_path}' could be tokenized: see the warnings above")
 
-    for cid, why in failed:
+def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, device="cpu", progress=True,
+                  chunk_size: int = 2000, ctx=None, overwrite: bool = False) -> Path:
+    """Tokenize ``cuts_path`` into ``output_dir`` (see the module doc); returns the output manifest.
+
+    ``ctx`` is this process's ``ShardContext`` (default: one process). Every rank calls this; the
+    merged manifest exists once rank 0 returns.
+    """
+    from lhotse.features.io import NumpyHdf5Writer, close_cached_file_handles
+    from tqdm import tqdm
+
+    from dmtts.data.sharding import ShardContext, ShardedJob, sigterm_as_interrupt
+    from dmtts.utils import atomic_write_text, require_file
+
+    ctx = ctx or ShardContext()
+    if batch_duration <= 0 or chunk_size < 1:
+        raise DmttsError("--batch-duration must be positive and --chunk-size at least 1")
+    cuts_path = require_file(cuts_path, "--cuts", "prepare cuts with 'dmtts prepare ...'")
+    paths = output_paths(cuts_path, output_dir)
+    if paths["cuts"].resolve() == cuts_path.resolve():
+        raise DmttsError(f"--output-dir '{output_dir}' would overwrite the input cuts: choose another directory")
+    settings = {"n_q": codec.n_q, "sample_rate": codec.sample_rate, "codec_sha256": codec_digest(codec)}
+    close_cached_file_handles()  # lhotse keeps HDF5 files open for reading; ours are about to change
+    job = ShardedJob(cuts_path, paths["progress_dir"], ctx, settings=settings, overwrite=overwrite,
+                     data_dir=paths["codes_dir"])
+    if job.num_done:
+        logger.info("resuming: %d cuts already tokenized in %s", job.num_done, paths["codes_dir"])
+
+    encoder = _Encoder(codec, device)
+    failed: list[tuple[int, str, str]] = []
+    state = {"unit": job.new_unit(), "writer": None}
+
+    def writer_for():
+        if state["writer"] is None:
+            state["writer"] = NumpyHdf5Writer(state["unit"].data_path("codes", ".h5"), mode="w")
+        return state["writer"]
+
+    def commit():
+        files = []
+        if state["writer"] is not None:
+            state["writer"].close()
+            files.append(state["unit"].data_path("codes", ".h5"))
+        n = job.commit(state["unit"], files)
+        state["unit"], state["writer"] = job.new_unit(), None
+        return n
+
+    def encode_chunk(chunk, bar):
+        for batch in _batches(chunk, batch_duration):
+            encoder.encode(batch, writer_for, state["unit"], failed)
+            bar.update(len(batch))
+
+    desc = f"tokenize {paths['cuts'].name}" + (f" (rank 0 of {ctx.world_size})" if ctx.is_distributed else "")
+    chunk: list = []
+    with tqdm(desc=desc, total=job.num_todo, unit="cut", disable=not progress or not ctx.is_main) as bar:
+        finished = False
+        try:
+            with sigterm_as_interrupt():
+                seen: set[str] = set()
+                for index, cut in job.todo():
+                    if cut.id in seen:
+                        raise DmttsError(f"--cuts '{cuts_path}' has duplicate cut id '{cut.id}': codes are stored by cut id")
+                    seen.add(cut.id)
+                    chunk.append((index, cut))
+                    if len(chunk) >= chunk_size:
+                        encode_chunk(chunk, bar)
+                        chunk, seen = [], set()
+                        commit()
+                encode_chunk(chunk, bar)
+                chunk = []
+                finished = True
+        finally:
+            n = commit()  # Ctrl-C, SIGTERM or an error: keep the cuts already encoded
+            if n and not finished:
+                logger.warning("interrupted: committed %d finished cuts; re-run the same command to resume", n)
+
+    job.finish()
+    all_failed = ctx.gather(failed)
+    if not ctx.is_main:
+        return paths["cuts"]
+    failed = sorted(f for rank_failed in all_failed for f in rank_failed)
+    n_out = job.write_merged(paths["cuts"])
+    if not n_out:
+        paths["cuts"].unlink()
+    for _, cid, why in failed:
         logger.warning("skipped cut %s: %s", cid, why)
-    failed_path = output_dir / f"{stem}_failed.txt"
     if failed:
-        atomic_write_text(failed_path, "".join(f"{cid}\t{why}\n" for cid, why in failed))
-        logger.warning("%d of %d cuts failed (listed in %s)", len(failed), n_in, failed_path)
-    elif failed_path.exists():
-        failed_path.unlink()
-    logger.info("tokenized %d of %d cuts -> %s (codes in %s)", n_out, n_in, out_cuts, storage)
-    return out_cuts
+        atomic_write_text(paths["failed"], "".join(f"{cid}\t{why}\n" for _, cid, why in failed))
+        logger.warning("%d of %d cuts failed (listed in %s)", len(failed), job.num_items, paths["failed"])
+    elif paths["failed"].exists():
+        paths["failed"].unlink()
+    if not n_out:
+        raise DmttsError(f"no cut of '{cuts_path}' could be tokenized: see the warnings above")
+    logger.info("tokenized %d of %d cuts -> %s (codes in %s)", n_out, job.num_items, paths["cuts"], paths["codes_dir"])
+    return paths["cuts"]
