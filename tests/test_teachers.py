@@ -346,9 +346,9 @@ def test_extract_interrupted_run_resumes(cut_set, tmp_path, tiny_bert_dir):
         extract_teacher_features(cut_set, out, lm=Interrupting(), batch_size=2, shard_size=100, progress=False)
     # the finished cuts of the open shard were committed on the way out
     progress = out / "tiny_cuts_train_feats" / "progress"
-    assert len(list(progress.glob("shard.*.jsonl.gz"))) == 1
-    # a hard-killed shard leaves an HDF5 file without a manifest: discarded on resume
-    orphan = out / "tiny_cuts_train_feats" / "lm_feats.00042.h5"
+    assert len(list(progress.glob("run*.jsonl.gz"))) == 1
+    # a hard-killed unit leaves an HDF5 file without a commit marker: discarded on resume
+    orphan = out / "tiny_cuts_train_feats" / "lm_feats.run0000-rank00000-000042.h5"
     orphan.write_bytes(b"half written")
 
     res = extract_teacher_features(cut_set, out, lm=lm, batch_size=2, shard_size=100, progress=False)

@@ -32,7 +32,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.teachers.common import HF_DIR_HINT, packaged_model_dir, resolve_device, resolve_model_dir
+from dmtts.teachers.common import HF_DIR_HINT, packaged_model_dir, device_index, resolve_device, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,8 @@ class FasterWhisperASR:
         self.model_dir = resolve_model_dir(model_dir, "the faster-whisper model dir", hint, need=("model.bin",))
         device = resolve_device(device)
         try:
-            self.model = WhisperModel(str(self.model_dir), device=device.split(":")[0], compute_type=compute_type,
+            self.model = WhisperModel(str(self.model_dir), device=device.split(":")[0], device_index=device_index(device),
+                                      compute_type=compute_type,
                                       cpu_threads=cpu_threads, local_files_only=True)
         except Exception as e:  # CTranslate2 raises RuntimeError/ValueError for broken dirs
             raise DmttsError(f"cannot load a CTranslate2 Whisper model from '{self.model_dir}': {e}") from None

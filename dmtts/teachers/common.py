@@ -68,6 +68,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def device_index(device: str) -> int:
+    """``cuda:3`` -> 3 (CTranslate2 takes the GPU as a separate index; under torchrun each rank has its own)."""
+    _, _, index = device.partition(":")
+    return int(index) if index else 0
+
+
 def parse_layer(value: str | int) -> str | int:
     """Layer choice for a teacher: ``avg`` (mean over all hidden states, embeddings included),
     ``last``, or an integer index into the hidden-states tuple (0 = embedding output, -1 = last)."""

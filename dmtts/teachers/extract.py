@@ -1,51 +1,48 @@
-"""Batched, resumable teacher-feature extraction over a lhotse ``CutSet``.
+"""Batched, resumable teacher-feature extraction over a lhotse ``CutSet``, one process or sharded
+over torchrun ranks (``dmtts.data.sharding``: rank ``r`` of ``W`` takes the cuts at input
+positions ``i % W == r``; the manifest is streamed, never loaded whole).
 
 For an input manifest ``IN = .../<name>.jsonl.gz`` and ``--output-dir OUT`` it writes::
 
-    OUT/<name>_with_feats.jsonl.gz      the cuts that got features, with custom fields
+    OUT/<name>_with_feats.jsonl.gz      the cuts that got features, in input order, with custom fields
                                         lm_feats (Array, (n_tokens, D_lm) or (1, D_lm) for cls)
                                         sm_feats (TemporalArray, (T_sm, D_sm), frame_shift 0.02)
                                         lm_text  (only with an ASR: the transcript the LM saw)
-    OUT/<name>_skipped.jsonl            one JSON line {"cut_id", "reason"} per skipped cut
+    OUT/<name>_skipped.jsonl            one JSON line {"cut_id", "reason"} per cut skipped by the last run
     OUT/<name>_feats/teachers.json      teacher names, dims, targets, layers, ASR, dtype
-    OUT/<name>_feats/lm_feats.NNNNN.h5  float16 arrays (lhotse NumpyHdf5Writer), one file per shard
-    OUT/<name>_feats/sm_feats.NNNNN.h5
-    OUT/<name>_feats/progress/shard.NNNNN.jsonl.gz   the cuts of each finished shard (commit marker)
+    OUT/<name>_feats/lm_feats.<unit>.h5 float16 arrays (lhotse NumpyHdf5Writer), one file per commit unit
+    OUT/<name>_feats/sm_feats.<unit>.h5
+    OUT/<name>_feats/progress/          commit markers of the units + meta.json (input sha256, settings)
 
-Work is committed in shards of ``shard_size`` cuts: a shard's HDF5 files are closed and synced,
-then its cut manifest is written atomically; only shards with a manifest count as done. A
-re-run skips every cut already in a committed shard and discards HDF5 files of shards that
-never committed. Ctrl-C / SIGTERM (and any error) commits the cuts finished so far before
-exiting, so only a hard kill (SIGKILL, power loss) loses work, at most one shard.
+Work is committed in units of ``shard_size`` cuts per rank: a unit's HDF5 files are closed and
+synced, then its marker is written atomically; only committed units count as done. A re-run,
+with any number of ranks, skips every cut of a committed unit and discards HDF5 files of units
+that never committed. Ctrl-C / SIGTERM (and any error) commits the cuts finished so far before
+exiting, so only a hard kill (SIGKILL, power loss) loses work, at most one unit per rank.
+After a barrier rank 0 merges the units into the output manifest in input order.
 Unreadable, empty, NaN or too-short audio, and cuts without a transcript, are reported and
-skipped (retried on the next run). The final manifest is written atomically at the end.
+skipped (retried on the next run).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.utils import atomic_path, atomic_write_text
+from dmtts.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FEATS_DTYPE = np.float16
 _F16_MAX = float(np.finfo(np.float16).max)
-_SHARD_RE = re.compile(r"^shard\.(\d{5,})\.jsonl\.gz$")
-_H5_RE = re.compile(r"^(lm|sm)_feats\.(\d{5,})\.h5$")
 
 
 def manifest_stem(path: str | Path) -> str:
@@ -111,36 +108,39 @@ def _load_cut_audio(cut) -> tuple[Any, np.ndarray | None, str | None]:
 
 
 class _AudioBatches:
-    """Iterable of batches ``[(cut, wav|None, error|None), ...]``; shards batches across DataLoader workers."""
+    """Iterable of batches ``({cut_id: input position}, [(cut, wav|None, error|None), ...])`` of this
+    rank's remaining cuts; shards batches across DataLoader workers."""
 
-    def __init__(self, cuts_path: str, skip_ids: set[str], batch_size: int):
-        self.cuts_path = cuts_path
-        self.skip_ids = skip_ids
+    def __init__(self, todo: Callable[[], Iterator[tuple[int, Any]]], batch_size: int):
+        self.todo = todo
         self.batch_size = batch_size
 
-    def __iter__(self) -> Iterator[list]:
+    def __iter__(self) -> Iterator[tuple[dict[str, int], list]]:
         import torch.utils.data
-        from lhotse import load_manifest_lazy
 
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        batch, index = [], 0
-        for cut in load_manifest_lazy(self.cuts_path):
-            if cut.id in self.skip_ids:
-                continue
-            batch.append(cut)
+        batch, number = {}, 0
+        for index, cut in self.todo():
+            if cut.id in batch:
+                raise DmttsError(f"the input manifest has the cut id '{cut.id}' twice; cut ids must be unique")
+            batch[cut.id] = (index, cut)
             if len(batch) == self.batch_size:
-                if index % nw == wid:
-                    yield [_load_cut_audio(c) for c in batch]
-                batch, index = [], index + 1
-        if batch and index % nw == wid:
-            yield [_load_cut_audio(c) for c in batch]
+                if number % nw == wid:
+                    yield self._load(batch)
+                batch, number = {}, number + 1
+        if batch and number % nw == wid:
+            yield self._load(batch)
+
+    @staticmethod
+    def _load(batch: dict[str, tuple[int, Any]]) -> tuple[dict[str, int], list]:
+        return {cid: index for cid, (index, _) in batch.items()}, [_load_cut_audio(c) for _, c in batch.values()]
 
 
-def _batch_iterator(cuts_path: str, skip_ids: set[str], batch_size: int, num_workers: int):
+def _batch_iterator(todo, batch_size: int, num_workers: int):
     import torch.utils.data
 
-    ds = _AudioBatches(cuts_path, skip_ids, batch_size)
+    ds = _AudioBatches(todo, batch_size)
     if num_workers <= 0:
         return iter(ds)
 
@@ -156,23 +156,24 @@ def _batch_iterator(cuts_path: str, skip_ids: set[str], batch_size: int, num_wor
 
 
 class _Shard:
-    def __init__(self, paths: dict[str, Path], index: int, has_lm: bool, has_sm: bool):
+    """One commit unit of this rank: its cuts and the HDF5 files holding their features."""
+
+    def __init__(self, job, has_lm: bool, has_sm: bool):
         from lhotse import NumpyHdf5Writer
 
-        self.paths = paths
-        self.index = index
-        feats = paths["feats_dir"]
+        self.job = job
+        self.unit = job.new_unit()
         self.files = []
         self.lm_w = self.sm_w = None
         if has_lm:
-            self.lm_w = NumpyHdf5Writer(feats / f"lm_feats.{index:05d}.h5", mode="w")
-            self.files.append(Path(self.lm_w.storage_path))
+            self.files.append(self.unit.data_path("lm_feats", ".h5"))
+            self.lm_w = NumpyHdf5Writer(self.files[-1], mode="w")
         if has_sm:
-            self.sm_w = NumpyHdf5Writer(feats / f"sm_feats.{index:05d}.h5", mode="w")
-            self.files.append(Path(self.sm_w.storage_path))
-        self.cuts: list = []
+            self.files.append(self.unit.data_path("sm_feats", ".h5"))
+            self.sm_w = NumpyHdf5Writer(self.files[-1], mode="w")
 
-    def add(self, cut, lm: np.ndarray | None, sm: np.ndarray | None, sm_frame_shift: float, lm_text: str | None):
+    def add(self, index: int, cut, lm: np.ndarray | None, sm: np.ndarray | None, sm_frame_shift: float,
+            lm_text: str | None):
         if lm is not None:
             cut = cut.with_custom("lm_feats", self.lm_w.store_array(cut.id, _to_f16(lm)))
         if sm is not None:
@@ -180,25 +181,17 @@ class _Shard:
             cut = cut.with_custom("sm_feats", arr)
         if lm_text is not None:
             cut = cut.with_custom("lm_text", lm_text)
-        self.cuts.append(cut)
+        self.unit.add(index, cut.id, cut.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.unit)
 
     def commit(self) -> int:
-        """Close and sync the HDF5 files, then write the shard's manifest (the commit marker)."""
-        from lhotse import CutSet
-
+        """Close the HDF5 files, then commit the unit (fsync, index, marker); returns the cuts committed."""
         for w in (self.lm_w, self.sm_w):
             if w is not None:
                 w.close()
-        if not self.cuts:
-            for f in self.files:
-                f.unlink(missing_ok=True)
-            return 0
-        for f in self.files:
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        with atomic_path(self.paths["progress_dir"] / f"shard.{self.index:05d}.jsonl.gz") as tmp:
-            CutSet.from_cuts(self.cuts).to_file(tmp)
-        return len(self.cuts)
+        return self.job.commit(self.unit, self.files)
 
 
 def _to_f16(x: np.ndarray) -> np.ndarray:
@@ -206,40 +199,13 @@ def _to_f16(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -_F16_MAX, _F16_MAX).astype(FEATS_DTYPE)
 
 
-def _committed_shards(progress_dir: Path) -> dict[int, Path]:
-    out = {}
-    if progress_dir.is_dir():
-        for p in progress_dir.iterdir():
-            m = _SHARD_RE.match(p.name)
-            if m:
-                out[int(m.group(1))] = p
-    return dict(sorted(out.items()))
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so a `kill` commits finished work like Ctrl-C does."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 # ----------------------------------------------------------------------------- main entry
 
 
-def _settings(cuts_path, lm, sm, asr) -> dict:
+def _settings(lm, sm, asr) -> dict:
+    """What the features depend on besides the input (whose sha256 the sharding meta keeps)."""
     return {
-        "format_version": 1,
-        "input_cuts": str(cuts_path),
+        "format_version": 2,
         "dtype": "float16",
         "storage": "lhotse NumpyHdf5Writer",
         "lm": lm.info() if lm is not None else None,
@@ -319,16 +285,20 @@ def extract_teacher_features(
     shard_size: int = 200,
     overwrite: bool = False,
     progress: bool = True,
-) -> ExtractResult:
+    ctx=None,
+) -> ExtractResult | None:
     """Extract teacher features for every cut of ``cuts_path`` into ``output_dir`` (see module doc).
 
     ``lm`` is an ``LMTeacher`` (or None), ``sm`` an SM teacher from ``load_sm_teacher`` (or None),
     ``asr`` an ASR object from ``dmtts.teachers.asr`` or None for the cuts' reference text.
+    ``ctx`` is this process's ``ShardContext`` (default: one process); every rank calls this
+    function, rank 0 returns the result of the whole job, the other ranks None.
     """
-    from lhotse import load_manifest_lazy
-    from lhotse.serialization import SequentialJsonlWriter
     from tqdm import tqdm
 
+    from dmtts.data.sharding import ShardContext, ShardedJob, sigterm_as_interrupt
+
+    ctx = ctx or ShardContext()
     if lm is None and sm is None:
         raise DmttsError("no teacher given: pass --lm-dir and/or --sm-dir / --sm-ct2-dir")
     if batch_size < 1 or shard_size < 1:
@@ -340,76 +310,44 @@ def extract_teacher_features(
         log.warning("--asr is only used for LM transcripts and no LM teacher was given; ignoring it")
         asr = None
     paths = output_paths(cuts_path, output_dir)
-    settings = _settings(cuts_path, lm, sm, asr)
+    settings = _settings(lm, sm, asr)
 
-    # --- resume bookkeeping
-    if paths["teachers"].is_file():
-        previous = json.loads(paths["teachers"].read_text())
-        if previous != settings:
-            if not overwrite:
-                raise DmttsError(
-                    f"'{paths['feats_dir']}' holds features from other teachers or settings (see "
-                    f"{paths['teachers']}); pass --overwrite to discard them or use another --output-dir"
-                )
-    if overwrite:
-        _clear_previous(paths)
-    paths["progress_dir"].mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths["teachers"], json.dumps(settings, indent=2) + "\n")
-    shards = _committed_shards(paths["progress_dir"])
-    for p in paths["progress_dir"].iterdir():  # temp files of an interrupted commit
-        if p.name.startswith(".shard."):
-            p.unlink()
-    for p in paths["feats_dir"].iterdir():
-        m = _H5_RE.match(p.name)
-        if m and int(m.group(2)) not in shards:
-            log.info("discarding %s (its shard never committed)", p)
-            p.unlink()
-    done_ids: set[str] = set()
-    for p in shards.values():
-        done_ids.update(c.id for c in load_manifest_lazy(p))
+    # --- resume bookkeeping: rank 0 checks the settings and cleans up, the others wait
+    job = ShardedJob(cuts_path, paths["progress_dir"], ctx, settings=settings, overwrite=overwrite,
+                     data_dir=paths["feats_dir"])
+    if ctx.is_main:
+        if overwrite:
+            for key in ("cuts", "skipped"):
+                paths[key].unlink(missing_ok=True)
+        atomic_write_text(paths["teachers"], json.dumps(settings, indent=2) + "\n")
+    resumed = job.num_done
+    if resumed and ctx.is_main:
+        log.info("resuming: %d of %d cuts already have features, %d to go", resumed, job.num_items,
+                 job.num_items - resumed)
 
-    input_ids: set[str] = set()
-    try:
-        for cut in load_manifest_lazy(cuts_path):
-            if cut.id in input_ids:
-                raise DmttsError(f"--cuts '{cuts_path}' has the cut id '{cut.id}' twice; cut ids must be unique")
-            input_ids.add(cut.id)
-    except DmttsError:
-        raise
-    except Exception as e:
-        raise DmttsError(f"--cuts '{cuts_path}' is not a readable lhotse cut manifest: {e}") from None
-    stale = done_ids - input_ids
-    if stale:
-        log.warning("%d cuts with stored features are not in %s any more; leaving them out", len(stale), cuts_path)
-    resumed = len(done_ids & input_ids)
-    remaining = len(input_ids) - resumed
-    if resumed:
-        log.info("resuming: %d of %d cuts already have features, %d to go", resumed, len(input_ids), remaining)
-
-    # --- main loop
-    next_index = (max(shards) + 1) if shards else 0
+    # --- main loop: this rank's shard
     shard: _Shard | None = None
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[int, str, str]] = []
     computed = 0
     sm_frame_shift = getattr(sm, "frame_shift", 0.02)
     t0 = time.time()
     finished = False
-    bar = tqdm(total=remaining, unit="cut", desc="teachers", disable=not progress or remaining == 0, mininterval=1.0,
-               dynamic_ncols=True)
+    desc = "teachers" + (f" (rank 0 of {ctx.world_size})" if ctx.is_distributed else "")
+    bar = tqdm(total=job.num_todo, unit="cut", desc=desc, disable=not progress or not ctx.is_main or job.num_todo == 0,
+               mininterval=1.0, dynamic_ncols=True)
     try:
-        with _sigterm_as_interrupt():
-            if remaining:
-                for items in _batch_iterator(str(cuts_path), done_ids, batch_size, num_workers):
+        with sigterm_as_interrupt():
+            if job.num_todo:
+                for index_of, items in _batch_iterator(job.todo, batch_size, num_workers):
                     results, bad = _process_batch(items, lm, sm, asr)
                     for cut_id, reason in bad:
                         log.warning("skipping cut %s: %s", cut_id, reason)
-                    skipped += bad
+                    skipped += [(index_of[cut_id], cut_id, reason) for cut_id, reason in bad]
                     for cut, lf, sf, text in results:
                         if shard is None:
-                            shard = _Shard(paths, next_index, lm is not None, sm is not None)
-                            next_index += 1
-                        shard.add(cut, lf, sf, sm_frame_shift, text)
-                        if len(shard.cuts) >= shard_size:
+                            shard = _Shard(job, lm is not None, sm is not None)
+                        shard.add(index_of[cut.id], cut, lf, sf, sm_frame_shift, text)
+                        if len(shard) >= shard_size:
                             computed += shard.commit()
                             shard = None
                     bar.update(len(items))
@@ -422,43 +360,24 @@ def extract_teacher_features(
             n = shard.commit()
             computed += n
             if n and not finished:
-                log.warning("interrupted: committed the %d finished cuts of the current shard; "
+                log.warning("interrupted: committed the %d finished cuts of the current unit; "
                             "re-run the same command to resume", n)
     seconds = time.time() - t0
 
-    # --- outputs
-    shards = _committed_shards(paths["progress_dir"])
-    total = 0
-    with atomic_path(paths["cuts"]) as tmp:
-        with SequentialJsonlWriter(tmp) as writer:
-            for p in shards.values():
-                for cut in load_manifest_lazy(p):
-                    if cut.id in input_ids:
-                        writer.write(cut)
-                        total += 1
-    atomic_write_text(paths["skipped"], "".join(json.dumps({"cut_id": c, "reason": r}) + "\n" for c, r in skipped))
+    # --- outputs: rank 0 merges every rank's units in input order
+    job.finish()
+    gathered = ctx.gather((skipped, computed, seconds))
+    if not ctx.is_main:
+        return None
+    skipped = sorted(s for rank_skipped, _, _ in gathered for s in rank_skipped)
+    computed = sum(c for _, c, _ in gathered)
+    seconds = max(t for _, _, t in gathered)
+    total = job.write_merged(paths["cuts"])
+    atomic_write_text(paths["skipped"], "".join(json.dumps({"cut_id": c, "reason": r}) + "\n" for _, c, r in skipped))
     if total == 0:
+        paths["cuts"].unlink()
         raise DmttsError(
             f"no cut of '{cuts_path}' got features ({len(skipped)} skipped; reasons in {paths['skipped']})"
         )
-    return ExtractResult(paths["cuts"], len(input_ids), total, computed, resumed, skipped, seconds)
-
-
-def _clear_previous(paths: dict[str, Path]) -> None:
-    """Delete this tool's own outputs for one manifest (never anything else)."""
-    from lhotse.features.io import close_cached_file_handles
-
-    close_cached_file_handles()  # lhotse caches open HDF5 handles by path; the files are about to be replaced
-    feats = paths["feats_dir"]
-    if feats.is_dir():
-        for p in feats.iterdir():
-            if _H5_RE.match(p.name):
-                p.unlink()
-        prog = paths["progress_dir"]
-        if prog.is_dir():
-            for p in prog.iterdir():
-                if _SHARD_RE.match(p.name) or p.name.startswith(".shard."):
-                    p.unlink()
-        paths["teachers"].unlink(missing_ok=True)
-    for key in ("cuts", "skipped"):
-        paths[key].unlink(missing_ok=True)
+    return ExtractResult(paths["cuts"], job.num_items, total, computed, resumed,
+                         [(c, r) for _, c, r in skipped], seconds)

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.teachers.common import HF_DIR_HINT, combine_layers, parse_layer, resolve_device, resolve_model_dir
+from dmtts.teachers.common import HF_DIR_HINT, combine_layers, parse_layer, device_index, resolve_device, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class WhisperCT2Teacher:
         device = resolve_device(device)
         try:
             self.model = ctranslate2.models.Whisper(
-                str(self.model_dir), device=device.split(":")[0], compute_type=compute_type, intra_threads=threads
+                str(self.model_dir), device=device.split(":")[0], device_index=device_index(device),
+                compute_type=compute_type, intra_threads=threads
             )
         except Exception as e:  # CTranslate2 raises RuntimeError/ValueError for non-Whisper dirs
             raise DmttsError(f"--sm-ct2-dir '{model_dir}': cannot load a CTranslate2 Whisper model: {e}") from None
