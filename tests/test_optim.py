@@ -58,35 +58,105 @@ def test_learned_parameter_scale(target_scale):
         assert with_scale < 0.85 and without > 0.95
 
 
-def test_clipping_relative_to_recent_median():
+def test_one_step_hand_computed():
+    """First step of a non-scalar and a scalar parameter, by hand (icefall's algorithm):
+    v = (1 - b2) g^2, bias-corrected by 1 - b2 -> g^2, so the direction is g / (|g| + eps);
+    the update is lr * rms(p) * direction for a tensor (rms clamped from below only: 5 > the
+    param_max_rms of 3 is used as it is), lr * scalar_lr_scale * direction for a scalar, each
+    through the momentum buffer: p += (1 - b1) * update."""
+    lr, (b1, b2), eps = 0.1, (0.9, 0.98), 1e-8
+    w = torch.nn.Parameter(torch.tensor([[5.0, -5.0], [5.0, 5.0]]))  # rms 5
+    s = torch.nn.Parameter(torch.tensor([0.5]))
+    opt = ScaledAdam([w, s], lr=lr, betas=(b1, b2), eps=eps, scalar_lr_scale=0.1, param_max_rms=3.0,
+                     clipping_scale=2.0)
+    gw, gs = torch.tensor([[0.2, -0.4], [1.0, 0.0]]), torch.tensor([-2.0])
+    w.grad, s.grad = gw.clone(), gs.clone()
+    opt.step()
+    direction = gw / (gw.abs() + eps)  # = sign(g), 0 where g = 0
+    expected_w = torch.tensor([[5.0, -5.0], [5.0, 5.0]]) - (1 - b1) * lr * 5.0 * direction
+    expected_s = 0.5 - (1 - b1) * lr * 0.1 * (-1.0)
+    torch.testing.assert_close(w.detach(), expected_w)
+    assert s.item() == pytest.approx(expected_s)
+    # the update-scaled norm: sqrt(sum (g * rms)^2 + (g_scalar * scalar_lr_scale)^2); step 0 never clips
+    assert opt.last_grad_norm.item() == pytest.approx(((gw * 5.0) ** 2).sum().add(0.04).sqrt().item())
+    assert opt.last_clip_factor.item() == 1.0
+    # second step: momentum 0.9 * m1 + 0.1 * update2; v2 = b2 * v1 + (1 - b2) g^2, corrected by 1 - b2^2
+    w.grad, s.grad = gw.clone(), gs.clone()
+    before = w.detach().clone()
+    opt.step()
+    v2 = (b2 * (1 - b2) + (1 - b2)) * gw ** 2 / (1 - b2 ** 2)  # = g^2
+    update2 = -lr * 5.0 * gw / (v2.sqrt() + eps)
+    m2 = b1 * (1 - b1) * (-lr * 5.0 * direction) + (1 - b1) * update2
+    torch.testing.assert_close(w.detach(), before + m2)
+
+
+def _clipping_run(norms, clipping_scale=2.0, period=100, scalar_grad=0.0):
+    """Feed gradients of prescribed update-scaled norms to a parameter of RMS 2 that does not
+    move (lr 0, so its RMS stays 2) plus a scalar; return the optimiser and its clip factors."""
+    torch.manual_seed(4)
+    p = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    scalar = torch.nn.Parameter(torch.tensor([0.3]))
+    opt = ScaledAdam([p, scalar], lr=0.0, scalar_lr_scale=0.1, clipping_scale=clipping_scale,
+                     clipping_update_period=period)
+    factors = []
+    for n in norms:
+        g = torch.randn(4, 4)
+        # ||g * 2||^2 + (0.1 * scalar_grad)^2 = n^2
+        g = g / g.norm() * ((n ** 2 - (0.1 * scalar_grad) ** 2) ** 0.5 / 2.0)
+        p.grad, scalar.grad = g, torch.tensor([scalar_grad])
+        opt.step()
+        assert opt.last_grad_norm.item() == pytest.approx(n, rel=1e-5)
+        factors.append(opt.last_clip_factor.item())
+    return opt, factors
+
+
+def test_clipping_threshold_at_steps_10_20_40_then_every_period():
+    """icefall: no clipping before step 10 (0-based); thresholds from the norms so far at steps
+    10, 20, 40 (x 2) and every clipping_update_period steps; fixed in between."""
+    norms = [1.0 + 0.1 * i for i in range(60)]
+    norms[5] = 500.0  # a spike before step 10 is not clipped
+    norms[10] = 1000.0  # step 10: clipped by 2 * 2 * median(norms[1..10])
+    norms[15] = 30.0  # between estimates: clipped by the step-10 threshold, which stays
+    opt, factors = _clipping_run(norms, scalar_grad=3.0)
+    assert factors[:10] == [1.0] * 10
+    first = sorted(norms[1:11])[(10 // 4) * 2]  # icefall's "median": index (n // 4) * 2
+    threshold10 = 2.0 * 2.0 * first
+    assert factors[10] == pytest.approx(threshold10 / 1000.0, rel=1e-5)
+    assert factors[15] == pytest.approx(threshold10 / 30.0, rel=1e-5)
+    assert [f for i, f in enumerate(factors[11:20], 11) if i != 15] == [1.0] * 8
+    second = sorted(norms[1:21])[(20 // 4) * 2]
+    third = sorted(norms[1:41])[(40 // 4) * 2]
+    assert third != second != first
+    opt2, _ = _clipping_run(norms[:21], scalar_grad=3.0)
+    assert opt2.clipping_stats()["clip_threshold"] == pytest.approx(4.0 * second, rel=1e-5)
+    stats = opt.clipping_stats()  # after 60 steps: the step-40 estimate
+    assert stats["clip_threshold"] == pytest.approx(4.0 * third, rel=1e-5)
+    assert stats["median_grad_norm"] == pytest.approx(third, rel=1e-5)
+    # every period (here 8): step 8 sets clipping_scale * median of the 8 entries (no doubling)
+    _, f3 = _clipping_run([1.0] * 8 + [10.0], period=8)
+    ring = sorted([10.0] + [1.0] * 7)  # steps 1..7 at indices 1..7, step 8 at index 8 % 8 = 0
+    assert f3[8] == pytest.approx(2.0 * ring[4] / 10.0, rel=1e-5)
+
+
+def test_clipped_update_equals_unclipped_update_of_the_scaled_gradient():
     torch.manual_seed(2)
     p = torch.nn.Parameter(torch.randn(10, 10))
     ref = torch.nn.Parameter(p.detach().clone())
-    opt = ScaledAdam([p], lr=0.01, clipping_scale=2.0, clipping_history=20)
+    opt = ScaledAdam([p], lr=0.01, clipping_scale=2.0)
     opt_ref = ScaledAdam([ref], lr=0.01, clipping_scale=None)
-    norms = []
-    for i in range(9):
+    for _ in range(10):  # same state in both (nothing clipped before step 10)
         g = torch.randn(10, 10)
-        g = g / g.norm() * (1.0 + 0.1 * i)
-        norms.append(g.norm().item())
         p.grad, ref.grad = g.clone(), g.clone()
         opt.step()
         opt_ref.step()
-        assert opt.last_clip_factor.item() == 1.0  # normal gradients are not clipped
-    median = sorted(norms)[4]
-    spike = torch.randn(10, 10)
-    spike = spike / spike.norm() * 100.0 * median
+    spike = torch.randn(10, 10) * 100.0
     p.grad = spike.clone()
     opt.step()
-    applied = (opt.last_grad_norm * opt.last_clip_factor).item()
-    assert opt.last_grad_norm.item() == pytest.approx(100 * median, rel=1e-5)
-    assert applied == pytest.approx(2.0 * median, rel=1e-5)
-    # the update equals an unclipped optimiser fed the gradient rescaled to 2 x median
-    ref.grad = spike / spike.norm() * 2.0 * median
+    factor = opt.last_clip_factor.item()
+    assert 0 < factor < 1 and opt.clipping_stats()["num_clipped"] == 1
+    ref.grad = spike * factor
     opt_ref.step()
     torch.testing.assert_close(p.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
-    stats = opt.clipping_stats()
-    assert stats["num_clipped"] == 1 and stats["median_grad_norm"] > 0
 
 
 def test_non_finite_gradient_is_skipped():
@@ -148,7 +218,7 @@ def _train(model, opt, sched, steps):
 
 
 def _make(model):
-    opt = ScaledAdam(model.parameters(), lr=0.05, clipping_scale=2.0, clipping_history=8)
+    opt = ScaledAdam(model.parameters(), lr=0.05, clipping_scale=2.0, clipping_update_period=8)
     return opt, Eden(opt, lr_batches=50, lr_epochs=2, warmup_batches=5)
 
 
