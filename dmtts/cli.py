@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "dmtts.text.cli",
     "dmtts.tts.cli",
     "dmtts.eval.cli",
+    "dmtts.serve.cli",
 )
 
 

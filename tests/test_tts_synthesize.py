@@ -79,7 +79,7 @@ def test_synthesize_single_writes_16k_wav(models, tmp_path):
         (["--text", "Hello.", "--prompt-audio", "/nonexistent/p.wav", "--prompt-text", "hi"], "does not exist"),
         (["--text", "Hello.", "--prompt-audio", "SHORT", "--prompt-text", "hi"], "at least 1 s"),
         (["--text", "Привет мир", "--prompt-text", "hello there"], "non-Latin"),
-        (["--text", "Hello."], "--prompt-text"),
+        (["--text", "Hello.", "--asr", "none"], "--prompt-text"),
     ],
 )
 def test_synthesize_bad_inputs(models, tmp_path, capsys, extra, message):

@@ -66,7 +66,12 @@ def write_report(out: str | Path, codec_eval=None, tts_eval=None, echo: bool = T
     report = build_report(codec_eval, tts_eval, figures)
     out = Path(out)
     atomic_write_text(out, report)
+    # the same report as a page with audio players (report.html + report_files/)
+    from dmtts.eval.report_html import html_report_for
+
+    page = html_report_for(out.with_suffix(".html"), _as_list(codec_eval), _as_list(tts_eval), list(figures),
+                           stamp=report.splitlines()[0].partition("(")[2].rstrip(")"))
     if echo:
         print(report)
-        print(f"[report written to {out}]")
+        print(f"[report written to {out}; listen to it in {page}]")
     return out

@@ -35,6 +35,7 @@ __all__ = [
     "ordinal_to_words",
     "year_to_words",
     "digits_to_words",
+    "split_sentences",
 ]
 
 _ONES = [
@@ -347,3 +348,89 @@ def normalize_english(text: str) -> str:
         text += "."
     check_not_empty(text, "text after normalisation")
     return text
+
+
+# --------------------------------------------------------------------------------------------
+# sentence splitting (long-form synthesis)
+# --------------------------------------------------------------------------------------------
+# A full stop after one of these words does not end a sentence ("Dr. Smith", "e.g. apples").
+_NON_FINAL_ABBREVIATIONS = {a.lower() for a in _ABBREVIATIONS if a not in ("etc", "Inc", "Ltd", "Co", "Corp")} | {
+    "st", "no", "e.g", "i.e", "cf", "vol", "fig", "ch", "pp",
+}
+# Sentence end: terminal punctuation, optional closing quotes/brackets, whitespace.
+_RE_SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)\s+")
+_RE_CLAUSE_END = re.compile(r"[,;:]\s+")
+
+
+def _ends_with_abbreviation(chunk: str) -> bool:
+    """True when the full stop closing ``chunk`` belongs to an abbreviation or an initial."""
+    if not chunk.endswith("."):
+        return False
+    last = chunk.rsplit(None, 1)[-1].lstrip("\"'([").rstrip(".")
+    if not last:
+        return False
+    if last.lower() in _NON_FINAL_ABBREVIATIONS:
+        return True
+    return len(last) == 1 and last.isalpha() and last.isupper()  # an initial: "J. R. R. Tolkien"
+
+
+def split_sentences(text: str, max_words: int = 40, min_words: int = 3) -> list[str]:
+    """Split ``text`` into sentences for long-form synthesis, keeping each one speakable alone.
+
+    A sentence ends at ``. ! ? …`` (closing quotes/brackets included) followed by whitespace,
+    except after abbreviations and initials ("Dr. Smith", "e.g. This", "J. Smith") or before a
+    lower-case word ("at 5 p.m. today"); decimals
+    ("3.50") have no space after the point and never split. Newlines separate paragraphs and
+    always end a sentence. A sentence of more than ``max_words`` words is cut at the clause
+    punctuation (``, ; :``) nearest its middle, else at ``max_words`` words, because the TTS
+    models were trained on utterances of at most ~15 s. A piece of fewer than ``min_words``
+    words is merged into its neighbour when the result stays within ``max_words``.
+    """
+    pieces: list[str] = []
+    for paragraph in re.split(r"\s*[\r\n]+\s*", text):
+        paragraph = basic_cleanup(paragraph)
+        if not paragraph or not any(ch.isalnum() for ch in paragraph):
+            continue
+        start, current = 0, ""
+        for m in _RE_SENTENCE_END.finditer(paragraph):
+            chunk = paragraph[start : m.end(1)]
+            current = f"{current} {chunk}".strip() if current else chunk
+            start = m.end()
+            # a lower-case word next continues the sentence ("at 5 p.m. today", "etc. and")
+            if not _ends_with_abbreviation(chunk) and not paragraph[start : start + 1].islower():
+                pieces.append(current)
+                current = ""
+        tail = paragraph[start:].strip()
+        current = f"{current} {tail}".strip() if current else tail
+        if current:
+            pieces.append(current)
+    out: list[str] = []
+    for sentence in pieces:
+        out.extend(_split_long(sentence, max_words))
+    return _merge_short(out, min_words, max_words)
+
+
+def _split_long(sentence: str, max_words: int) -> list[str]:
+    words = sentence.split()
+    if len(words) <= max_words:
+        return [sentence]
+    middle = len(sentence) / 2
+    cuts = [m.end() for m in _RE_CLAUSE_END.finditer(sentence)]
+    cuts = [c for c in cuts if 3 <= len(sentence[:c].split()) <= len(words) - 3]
+    if cuts:
+        cut = min(cuts, key=lambda c: abs(c - middle))
+        left, right = sentence[:cut].strip(), sentence[cut:].strip()
+    else:
+        left, right = " ".join(words[:max_words]), " ".join(words[max_words:])
+    return _split_long(left, max_words) + _split_long(right, max_words)
+
+
+def _merge_short(pieces: list[str], min_words: int, max_words: int) -> list[str]:
+    out: list[str] = []
+    for piece in pieces:
+        n = len(piece.split())
+        if out and (n < min_words or len(out[-1].split()) < min_words) and len(out[-1].split()) + n <= max_words:
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out

@@ -52,27 +52,46 @@ def register(subparsers) -> None:
     s = subparsers.add_parser(
         "synthesize",
         help="zero-shot TTS: text + 3 s prompt -> speech",
-        description="Either one utterance (--text, --prompt-audio, --out) or a TTS evaluation pair "
-        "manifest (--pairs, --out-dir; from 'dmtts subset librispeech-tts-eval|vctk-tts-eval').",
+        description="One text of any length (--text, --prompt-audio, --out; long text is split into sentences), "
+        "a file of texts (--text-file, --prompt-audio, --out-dir: one wav per line), or a TTS evaluation pair "
+        "manifest (--pairs, --out-dir; from 'dmtts subset librispeech-tts-eval|vctk-tts-eval'; sharded under "
+        "torchrun). Every AR output is checked (no end token, a loop, an implausible duration) and retried with a "
+        "new seed up to --max-retries times.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     s.add_argument("--ar", required=True, help="exported AR model directory")
     s.add_argument("--nar", required=True, help="exported NAR model directory")
     s.add_argument("--codec", required=True, help="exported codec directory")
-    s.add_argument("--text", default=None, help="text to synthesize")
+    s.add_argument("--text", default=None, help="text to synthesize (any length)")
+    s.add_argument("--text-file", default=None, help="UTF-8 file, one text per line -> <out-dir>/lineNNNNN.wav")
     s.add_argument("--prompt-audio", default=None, help="prompt recording of the target speaker (>= 1 s)")
     s.add_argument("--prompt-text", default=None, help="transcript of the prompt (default: transcribe it with --asr)")
-    s.add_argument("--out", default=None, help="output wav (single mode)")
+    s.add_argument("--out", default=None, help="output wav (--text mode)")
     s.add_argument("--pairs", default=None, help="TTS evaluation pairs (.jsonl.gz)")
-    s.add_argument("--out-dir", default=None, help="output directory (pairs mode): <cut_id>.wav + manifest.jsonl")
+    s.add_argument("--out-dir", default=None, help="output directory (--text-file / --pairs): wavs + manifest.jsonl")
     s.add_argument("--repeats", type=int, default=1, help="syntheses per pair (VALL-E protocol: 3) -> <cut_id>_rep{i}.wav")
-    s.add_argument("--batch-size", type=int, default=4, help="utterances per batch (pairs mode)")
-    s.add_argument("--overwrite", action="store_true", help="pairs mode: redo wavs that already exist")
-    s.add_argument("--asr", default=None, help="ASR for missing prompt transcripts: faster-whisper | BACKEND:DIR")
+    s.add_argument("--batch-size", type=int, default=8, help="sentences / utterances per batch")
+    s.add_argument("--overwrite", action="store_true", help="pairs mode: start over instead of resuming")
+    s.add_argument("--asr", default="faster-whisper",
+                   help="ASR for missing prompt transcripts: faster-whisper (bundled Whisper tiny.en) | BACKEND:DIR | "
+                   "none (demand transcripts)")
     s.add_argument("--prompt-seconds", type=float, default=3.0, help="cut the prompt to this length (0: keep all)")
     s.add_argument("--top-k", type=int, default=50)
     s.add_argument("--top-p", type=float, default=1.0)
     s.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    s.add_argument("--ras", action=argparse.BooleanOptionalAction, default=False,
+                   help="repetition-aware sampling (VALL-E 2): redraw from the full distribution a code that fills "
+                   "more than --ras-threshold of the last --ras-window codes")
+    s.add_argument("--ras-window", type=int, default=10)
+    s.add_argument("--ras-threshold", type=float, default=0.1)
+    s.add_argument("--max-retries", type=int, default=2,
+                   help="new-seed retries of a failed AR generation (each recorded in the manifest)")
+    s.add_argument("--max-loop-seconds", type=float, default=1.0,
+                   help="a code n-gram (n <= 25) repeated back to back over longer than this is a failed generation")
+    s.add_argument("--duration-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LOW", "HIGH"),
+                   help="accepted duration, relative to the prompt's speaking rate x the text's length")
+    s.add_argument("--sentence-pause", type=float, default=0.3, help="seconds of silence between sentences")
+    s.add_argument("--max-words", type=int, default=40, help="a longer sentence is cut at a clause boundary")
     s.add_argument("--max-len-ratio", type=float, default=None,
                    help="max frames per target text token (default: the AR model's exported value)")
     s.add_argument("--seed", type=int, default=42)
@@ -117,15 +136,24 @@ def _synthesize(args) -> int:
     from dmtts.errors import DmttsError
     from dmtts.tts import synthesize as syn
 
+    modes = [f for f, v in (("--text", args.text), ("--text-file", args.text_file), ("--pairs", args.pairs)) if v]
+    if len(modes) != 1:
+        raise DmttsError(f"give exactly one of --text, --text-file or --pairs (got {', '.join(modes) or 'none'})")
     if args.pairs:
         if args.out_dir is None:
             raise DmttsError("--pairs needs --out-dir")
-        if args.text or args.prompt_audio or args.out:
-            raise DmttsError("--pairs cannot be combined with --text/--prompt-audio/--out")
+        if args.prompt_audio or args.out:
+            raise DmttsError("--pairs cannot be combined with --prompt-audio/--out (the pairs name their prompts)")
         syn.synthesize_pairs(args)
         return 0
-    missing = [f for f, v in (("--text", args.text), ("--prompt-audio", args.prompt_audio), ("--out", args.out)) if v is None]
+    if args.text_file:
+        missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out-dir", args.out_dir)) if v is None]
+        if missing or args.out:
+            raise DmttsError("--text-file needs --prompt-audio and --out-dir (one wav per line), not --out")
+        syn.synthesize_text_file(args)
+        return 0
+    missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out", args.out)) if v is None]
     if missing:
-        raise DmttsError(f"missing {', '.join(missing)}: give --text, --prompt-audio and --out (or --pairs and --out-dir)")
+        raise DmttsError(f"missing {', '.join(missing)}: give --text, --prompt-audio and --out")
     syn.synthesize_one(args)
     return 0

@@ -116,6 +116,8 @@ class ARModel(nn.Module):
         temperature: float = 1.0,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        ras_window: int = 0,
+        ras_threshold: float = 0.1,
     ) -> list[torch.Tensor]:
         """Sample level-1 codes after the prompt. Returns one ``[T_b]`` tensor per sample.
 
@@ -123,7 +125,8 @@ class ARModel(nn.Module):
         the acoustic prompt (padded, lengths ``prompt_lens``; may be 0). A sample stops at
         ``<eos>`` or after ``max_new_tokens`` frames; ``temperature <= 0`` or ``top_k == 1``
         is greedy. ``use_cache=False`` recomputes the whole sequence per step (for tests and
-        the benchmark only).
+        the benchmark only). ``ras_window > 0`` turns on repetition-aware sampling
+        (:func:`sample_token_ras`) over the last ``ras_window`` generated tokens.
         """
         B, L = text.shape
         dev = text.device
@@ -161,7 +164,11 @@ class ARModel(nn.Module):
             logits = logits.float()
             if t < int(min_new.max()):
                 logits[:, self.eos_id] = torch.where(t < min_new, float("-inf"), logits[:, self.eos_id])
-            token = sample_token(logits, top_k, top_p, temperature, generator)
+            if ras_window > 0:
+                token = sample_token_ras(logits, out[:, max(0, t - ras_window) : t], ras_window, ras_threshold,
+                                         top_k, top_p, temperature, generator)
+            else:
+                token = sample_token(logits, top_k, top_p, temperature, generator)
             hit_eos = (token == self.eos_id) | (t >= max_new)
             newly = hit_eos & ~done
             lengths = torch.where(newly, torch.full_like(lengths, t), lengths)
@@ -202,6 +209,27 @@ def sample_token(logits, top_k=0, top_p=1.0, temperature=1.0, generator=None) ->
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sample_token_ras(logits, history, window=10, threshold=0.1, top_k=0, top_p=1.0, temperature=1.0,
+                     generator=None) -> torch.Tensor:
+    """Repetition-aware sampling (VALL-E 2, Chen et al. 2024, §3.3.1) of one token per row.
+
+    A token is drawn with top-k / top-p (:func:`sample_token`). If that token already makes up
+    more than ``threshold`` of the last ``window`` tokens of the row's ``history [B, <=window]``,
+    the row is drawn again from the whole distribution (temperature only, no truncation): a
+    nucleus that keeps proposing the same code is how decoding gets stuck in a loop, and the
+    untruncated distribution lets it leave.
+    """
+    token = sample_token(logits, top_k, top_p, temperature, generator)
+    if history.shape[1] == 0 or window <= 0:
+        return token
+    repeats = (history[:, -window:] == token[:, None]).sum(1).float()
+    stuck = repeats / window > threshold
+    if not bool(stuck.any()):
+        return token
+    resampled = sample_token(logits, 0, 1.0, temperature if temperature > 0 else 1.0, generator)
+    return torch.where(stuck, resampled, token)
 
 
 class NARModel(nn.Module):
@@ -284,4 +312,4 @@ def build_model(kind: str, cfg: TTSModelConfig) -> nn.Module:
     raise ValueError(f"model kind must be 'ar' or 'nar', got {kind!r}")
 
 
-__all__ = ["ARModel", "NARModel", "KVCache", "ar_attention_mask", "build_model", "sample_token"]
+__all__ = ["ARModel", "NARModel", "KVCache", "ar_attention_mask", "build_model", "sample_token", "sample_token_ras"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dmtts.errors import DmttsError
+from dmtts.tts.robust import DecodeChecks, badness, check_generation, expected_frames
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ def prepare_prompt(wav: np.ndarray, sample_rate: int, max_seconds: float = 3.0, 
     return wav
 
 
+@dataclass
+class SynthesisResult:
+    wav: np.ndarray
+    attempts: list[dict]  # one entry per AR attempt: seed, frames, expected frames, failure, detail
+
+    @property
+    def failure(self) -> str | None:
+        """The failure of the attempt that was kept (None when it passed every check)."""
+        kept = [a for a in self.attempts if a.get("kept")]
+        return kept[0]["failure"] if kept else None
+
+
 class Synthesizer:
     def __init__(
         self,
@@ -61,6 +74,11 @@ class Synthesizer:
         temperature: float = 1.0,
         max_len_ratio: float | None = None,
         dtype: torch.dtype = torch.float32,
+        ras: bool = False,
+        ras_window: int = 10,
+        ras_threshold: float = 0.1,
+        max_retries: int = 2,
+        checks: DecodeChecks | None = None,
     ):
         from dmtts.tts.export import load_exported
 
@@ -81,69 +99,240 @@ class Synthesizer:
                     f"the {name} model expects {model.cfg.n_q} levels of {model.cfg.codebook_size} codes but the codec has "
                     f"{ccfg.n_q} levels of {ccfg.codebook_size}: use the codec the training cuts were tokenized with"
                 )
+        if max_retries < 0:
+            raise DmttsError(f"--max-retries must be >= 0, got {max_retries}")
+        if ras and (ras_window < 1 or not 0 <= ras_threshold < 1):
+            raise DmttsError(f"repetition-aware sampling needs --ras-window >= 1 and 0 <= --ras-threshold < 1 "
+                             f"(got {ras_window}, {ras_threshold})")
         self.n_q = self.nar.cfg.n_q
         self.sample_rate = codec.sample_rate
         self.hop = codec.hop_length
+        self.frame_rate = self.sample_rate / self.hop
         self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
+        self.ras_window = ras_window if ras else 0
+        self.ras_threshold = ras_threshold
+        self.max_retries = max_retries
+        self.checks = checks or DecodeChecks()
         inf = ar_cfg.get("inference", {})
         self.max_len_ratio = max_len_ratio or inf.get("max_len_ratio", 10.0)
         self.min_len_ratio = inf.get("min_len_ratio", 0.0)
         self.max_seconds = 40.0
+        self._prompt_cache: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
+
+    def _symbols(self, text: str, what: str) -> list[str]:
+        try:
+            return self.text.text_symbols(text)
+        except DmttsError as e:
+            raise DmttsError(f"{what} {text!r}: {e}") from None
+
+    def _prompt_codes(self, wav: np.ndarray) -> torch.Tensor:
+        """Codes ``[P, n_q]`` of a prompt, encoded alone (no padding artefacts) and cached:
+        long-form synthesis reuses one prompt for every sentence."""
+        hit = self._prompt_cache.get(id(wav))
+        if hit is not None and hit[0] is wav:
+            return hit[1]
+        codes = self.codec.encode(torch.from_numpy(wav)[None, None].to(self.device), n_q=self.n_q)[0].T
+        if len(self._prompt_cache) >= 8:
+            self._prompt_cache.clear()
+        self._prompt_cache[id(wav)] = (wav, codes)
+        return codes
 
     @torch.inference_mode()
     def synthesize(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[np.ndarray]:
         """Synthesize a batch; returns one float32 waveform per item."""
+        return [r.wav for r in self.synthesize_results(items, generator)]
+
+    @torch.inference_mode()
+    def synthesize_results(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[SynthesisResult]:
+        """Synthesize a batch with failure detection and retries; one :class:`SynthesisResult` per item.
+
+        Every AR output is checked (:func:`dmtts.tts.robust.check_generation`); the items that
+        failed are sampled again, with a new seed per retry (the generator's initial seed + the
+        retry number), up to ``max_retries`` times. The first passing attempt is kept, else the
+        least bad one. The NAR and the codec then run once on the kept level-1 codes.
+        """
         if not items:
             return []
         dev = self.device
-        seqs, n_target = [], []
+        seqs, n_target, expected = [], [], []
         for it in items:
             where = f" of '{it.name}'" if it.name else ""
-            try:
-                target = self.text.text_symbols(it.text)
-            except DmttsError as e:
-                raise DmttsError(f"target text{where} {it.text!r}: {e}") from None
-            try:
-                prompt = self.text.text_symbols(it.prompt_text)
-            except DmttsError as e:
-                raise DmttsError(f"prompt transcript{where} {it.prompt_text!r}: {e}") from None
+            target = self._symbols(it.text, f"target text{where}")
+            prompt = self._symbols(it.prompt_text, f"prompt transcript{where}")
             # the same sequence training sees for one utterance: words separated by boundaries
             seqs.append(self.text.join_words(prompt, target))
             n_target.append(len(target))
+            prompt_frames = int(np.ceil(len(it.prompt_wav) / self.hop))
+            expected.append(expected_frames(prompt_frames, len(prompt), len(target)))
         text, text_lens = self.text.collate(seqs)
-        # prompt codes, one prompt at a time (no padding artefacts), then padded for the batch
-        prompt_codes = [
-            self.codec.encode(torch.from_numpy(it.prompt_wav)[None, None].to(dev), n_q=self.n_q)[0].T for it in items
-        ]
+        prompt_codes = [self._prompt_codes(it.prompt_wav) for it in items]
         prompt_lens = torch.tensor([len(c) for c in prompt_codes], device=dev)
         codes = torch.zeros(len(items), int(prompt_lens.max()), self.n_q, dtype=torch.long, device=dev)
         for i, c in enumerate(prompt_codes):
             codes[i, : len(c)] = c
         n_target_t = torch.tensor(n_target, device=dev, dtype=torch.float32)
-        max_frames = int(self.max_seconds * self.sample_rate / self.hop)
+        max_frames = int(self.max_seconds * self.frame_rate)
         max_new = (n_target_t * self.max_len_ratio).ceil().long().clamp(1, max_frames)
-        min_new = (n_target_t * self.min_len_ratio).floor().long().clamp(min=1)
-        min_new = torch.minimum(min_new, max_new)
+        min_new = torch.minimum((n_target_t * self.min_len_ratio).floor().long().clamp(min=1), max_new)
         text, text_lens = text.to(dev), text_lens.to(dev)
-        level1 = self.ar.generate(
-            text, text_lens, codes[..., 0], prompt_lens, max_new, min_new,
-            top_k=self.top_k, top_p=self.top_p, temperature=self.temperature, generator=generator,
-        )
-        l1_lens = torch.tensor([len(x) for x in level1], device=dev)
+
+        base_seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        attempts: list[list[dict]] = [[] for _ in items]
+        chosen: list[torch.Tensor | None] = [None] * len(items)
+        todo = list(range(len(items)))
+        for attempt in range(self.max_retries + 1):
+            gen = generator if attempt == 0 else torch.Generator().manual_seed(base_seed + attempt)
+            idx = torch.tensor(todo, device=dev)
+            level1 = self.ar.generate(
+                text[idx], text_lens[idx], codes[idx][..., 0], prompt_lens[idx], max_new[idx], min_new[idx],
+                top_k=self.top_k, top_p=self.top_p, temperature=self.temperature, generator=gen,
+                ras_window=self.ras_window, ras_threshold=self.ras_threshold,
+            )
+            still = []
+            for i, out in zip(todo, level1):
+                info = check_generation(out.cpu().numpy(), len(out) >= int(max_new[i]), expected[i], self.checks,
+                                        self.frame_rate)
+                # attempt 0 draws from the run's generator (--seed); each retry from a fresh seed
+                info.update(attempt=attempt, seed=None if attempt == 0 else int(gen.initial_seed()))
+                attempts[i].append({**info, "_codes": out})
+                if info["failure"] is None:
+                    chosen[i] = out
+                else:
+                    name = f"'{items[i].name}'" if items[i].name else f"item {i}"
+                    more = "retrying with a new seed" if attempt < self.max_retries else "no retries left"
+                    logger.warning("synthesis of %s failed (%s: %s); %s", name, info["failure"], info["detail"], more)
+                    still.append(i)
+            todo = still
+            if not todo:
+                break
+        for i in range(len(items)):
+            if chosen[i] is None:  # every attempt failed: keep the least bad one
+                chosen[i] = min(attempts[i], key=badness)["_codes"]
+            for a in attempts[i]:
+                a["kept"] = a.pop("_codes") is chosen[i]
+
+        l1_lens = torch.tensor([len(x) for x in chosen], device=dev)
         l1 = torch.zeros(len(items), int(l1_lens.max()), dtype=torch.long, device=dev)
-        for i, x in enumerate(level1):
+        for i, x in enumerate(chosen):
             l1[i, : len(x)] = x
         full = self.nar.generate(text, text_lens, codes, prompt_lens, l1, l1_lens)
         out = []
-        for x in full:  # decode one by one: no padding artefacts, bounded memory
+        for x, att in zip(full, attempts):  # decode one by one: no padding artefacts, bounded memory
             y = self.codec.decode(x.T[None].to(dev))
-            out.append(y[0, 0].float().cpu().numpy())
+            out.append(SynthesisResult(y[0, 0].float().cpu().numpy(), att))
         return out
 
 
+DEFAULT_PAUSE_SECONDS = 0.3
+
+
+class _StreamedWav:
+    """A wav written piece by piece into a temporary file, renamed onto its path when complete:
+    long-form output never has to fit in memory, and a crash leaves no half-written file."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        import contextlib
+
+        import soundfile as sf
+
+        from dmtts.utils import atomic_path
+
+        self.path, self.sample_rate, self.frames = Path(path), sample_rate, 0
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._file = self._stack.enter_context(sf.SoundFile(str(tmp), "w", sample_rate, 1, subtype="PCM_16", format="WAV"))
+
+    def write(self, wav: np.ndarray) -> None:
+        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        if not np.isfinite(wav).all():
+            raise DmttsError(f"refusing to write '{self.path}': the audio contains NaN or infinite samples")
+        self._file.write(np.clip(wav, -1.0, 1.0))
+        self.frames += len(wav)
+
+    def close(self, ok: bool = True) -> None:
+        if ok:
+            self._stack.close()
+        else:
+            self._stack.__exit__(DmttsError, DmttsError("aborted"), None)
+
+
+def synthesize_texts(synth: Synthesizer, texts: list[str], prompt_wav: np.ndarray, prompt_text: str,
+                     out_paths: list[Path], generator: torch.Generator | None = None, batch_size: int = 8,
+                     pause: float = DEFAULT_PAUSE_SECONDS, max_words: int = 40, progress: bool = True) -> list[dict]:
+    """Long-form synthesis: each text is split into sentences (``split_sentences``), every
+    sentence is spoken with the same prompt, in batches of ``batch_size`` sentences, and the
+    sentences of a text are joined with ``pause`` seconds of silence into ``out_paths[i]``.
+
+    Audio is streamed to disk sentence by sentence, so memory depends on the batch, not on the
+    text's length. Returns one record per text: path, duration, sentences, and each sentence's
+    AR attempts (failures and retries).
+    """
+    from tqdm import tqdm
+
+    from dmtts.text.normalize import split_sentences
+
+    segments = []  # (text index, sentence index, sentence)
+    sentences_of = []
+    for t, text in enumerate(texts):
+        sentences = split_sentences(text, max_words=max_words)
+        if not sentences:
+            raise DmttsError(f"text {text!r} holds no words to speak")
+        sentences_of.append(sentences)
+        segments += [(t, k, sent) for k, sent in enumerate(sentences)]
+    silence = np.zeros(int(round(pause * synth.sample_rate)), dtype=np.float32)
+    records = [{"path": str(Path(p)), "text": text, "sentences": [], "retries": 0, "failures": 0}
+               for p, text in zip(out_paths, texts)]
+    writer: _StreamedWav | None = None
+    bar = tqdm(total=len(segments), desc="synthesize", unit="sentence", disable=not progress)
+    try:
+        for start in range(0, len(segments), batch_size):
+            batch = segments[start : start + batch_size]
+            names = [f"{Path(out_paths[t]).stem}#{k}" for t, k, _ in batch]
+            results = synth.synthesize_results(
+                [SynthesisItem(sent, prompt_wav, prompt_text, name) for (_, _, sent), name in zip(batch, names)], generator)
+            for (t, k, sent), res in zip(batch, results):
+                if k == 0:
+                    writer = _StreamedWav(out_paths[t], synth.sample_rate)
+                else:
+                    writer.write(silence)
+                writer.write(res.wav)
+                rec = records[t]
+                rec["sentences"].append({"text": sent, "seconds": round(len(res.wav) / synth.sample_rate, 3),
+                                         "failure": res.failure, "attempts": res.attempts})
+                rec["retries"] += len(res.attempts) - 1
+                rec["failures"] += res.failure is not None
+                if k == len(sentences_of[t]) - 1:
+                    writer.close()
+                    rec["duration"] = round(writer.frames / synth.sample_rate, 3)
+                    writer = None
+            bar.update(len(batch))
+    except BaseException:
+        if writer is not None:
+            writer.close(ok=False)
+        raise
+    finally:
+        bar.close()
+    return records
+
+
+def read_text_file(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-empty line of a UTF-8 text file."""
+    from dmtts.utils import require_file
+
+    require_file(path, "--text-file", "pass a UTF-8 text file with one text to synthesize per line")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DmttsError(f"--text-file '{path}' is not UTF-8 text ({e}): save it as UTF-8") from None
+    items = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    if not items:
+        raise DmttsError(f"--text-file '{path}' has no non-empty line: put one text to synthesize per line")
+    return items
+
+
 def parse_asr_arg(spec: str | None):
-    """``--asr BACKEND[:DIR]`` -> an ASR object, or None."""
-    if not spec:
+    """``--asr BACKEND[:DIR]`` -> an ASR object, or None (for ``none``)."""
+    if not spec or spec == "none":
         return None
     from dmtts.teachers.asr import load_asr_spec
 
@@ -167,22 +356,22 @@ def transcribe_prompt(asr, wav: np.ndarray, where: str) -> str:
 
 def _no_prompt_text_error(where: str) -> DmttsError:
     return DmttsError(
-        f"{where} has no prompt transcript: pass --prompt-text \"...\" (the words spoken in the first 3 s of the "
-        "prompt), or let an ASR transcribe it with --asr faster-whisper (bundled Whisper tiny.en) or --asr BACKEND:DIR"
+        f"{where} has no prompt transcript and --asr is none: pass --prompt-text \"...\" (the words spoken in "
+        "the first 3 s of the prompt), or drop '--asr none' to transcribe it with the bundled Whisper tiny.en "
+        "(--asr faster-whisper, the default) or another ASR (--asr BACKEND:DIR)"
     )
 
 
-def synthesize_one(args) -> Path:
-    """``dmtts synthesize --text ... --prompt-audio ... --out ...``."""
-    from dmtts.audio import load_audio, save_audio
+def _load_prompt(args, synth: Synthesizer) -> tuple[np.ndarray, str]:
+    """The ``--prompt-audio`` cut to ``--prompt-seconds`` and its transcript (``--prompt-text``,
+    else the ``--asr`` transcript of the cut prompt)."""
+    from dmtts.audio import load_audio
     from dmtts.text.normalize import check_not_empty
     from dmtts.utils import require_file
 
-    check_not_empty(args.text, "--text")
     require_file(args.prompt_audio, "--prompt-audio", "pass a wav/flac file with at least 1 s of the target speaker")
     if args.prompt_text is not None:
         check_not_empty(args.prompt_text, "--prompt-text")
-    synth = _make_synth(args)
     wav, _ = load_audio(args.prompt_audio, synth.sample_rate)
     prompt = prepare_prompt(wav, synth.sample_rate, args.prompt_seconds, f"--prompt-audio '{args.prompt_audio}'")
     prompt_text = args.prompt_text
@@ -190,71 +379,199 @@ def synthesize_one(args) -> Path:
         asr = parse_asr_arg(args.asr)
         if asr is None:
             raise _no_prompt_text_error(f"--prompt-audio '{args.prompt_audio}'")
+        logger.info("--prompt-text not given: transcribing the prompt with %s (--asr)", asr.name)
         prompt_text = transcribe_prompt(asr, prompt, f"--prompt-audio '{args.prompt_audio}'")
+    return prompt, prompt_text
+
+
+def _log_retries(records: list[dict]) -> None:
+    retries = sum(r["retries"] for r in records)
+    failed = sum(r["failures"] for r in records)
+    n = sum(len(r["sentences"]) for r in records)
+    if retries or failed:
+        logger.info("%d of %d sentences needed retries (%d retries in all); %d still failed every check", 
+                    sum(any(a["failure"] for a in s["attempts"]) for r in records for s in r["sentences"]), n,
+                    retries, failed)
+
+
+def synthesize_one(args) -> Path:
+    """``dmtts synthesize --text ... --prompt-audio ... --out ...`` (any length: long text is
+    split into sentences and joined)."""
+    from dmtts.text.normalize import check_not_empty
+
+    check_not_empty(args.text, "--text")
+    synth = _make_synth(args)
+    prompt, prompt_text = _load_prompt(args, synth)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    out = synth.synthesize([SynthesisItem(args.text, prompt, prompt_text)], gen)[0]
-    save_audio(args.out, out, synth.sample_rate)
-    logger.info("wrote %s (%.2f s)", args.out, len(out) / synth.sample_rate)
+    records = synthesize_texts(synth, [args.text], prompt, prompt_text, [Path(args.out)], gen,
+                               batch_size=args.batch_size, pause=args.sentence_pause, max_words=args.max_words,
+                               progress=len(args.text.split()) > args.max_words)
+    _log_retries(records)
+    logger.info("wrote %s (%.2f s, %d sentences)", args.out, records[0]["duration"], len(records[0]["sentences"]))
     return Path(args.out)
 
 
-def synthesize_pairs(args) -> Path:
-    """``dmtts synthesize --pairs PAIRS --out-dir DIR``: one wav per pair (and repeat) + manifest."""
-    from lhotse import CutSet
-    from tqdm import tqdm
+def synthesize_text_file(args) -> Path:
+    """``dmtts synthesize --text-file lines.txt --prompt-audio p.wav --out-dir DIR``: one wav per
+    non-empty line (``line00001.wav`` for line 1, ...) and ``DIR/manifest.jsonl``."""
+    from dmtts.utils import atomic_write_text
 
-    from dmtts.audio import save_audio
-    from dmtts.data.subsets import load_prompt_audio
-    from dmtts.utils import atomic_write_text, require_file
-
-    require_file(args.pairs, "--pairs", "make it with 'dmtts subset librispeech-tts-eval' or 'dmtts subset vctk-tts-eval'")
-    cuts = CutSet.from_file(args.pairs).to_eager()
-    for c in cuts:
-        if not c.custom or "target_text" not in c.custom or "prompt_recording" not in c.custom:
-            raise DmttsError(f"--pairs '{args.pairs}': cut '{c.id}' has no target_text/prompt_recording: it is not a TTS evaluation pair manifest")
-    if args.repeats < 1:
-        raise DmttsError("--repeats must be >= 1")
+    lines = read_text_file(args.text_file)
     synth = _make_synth(args)
-    asr = parse_asr_arg(args.asr)
+    prompt, prompt_text = _load_prompt(args, synth)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-
-    jobs, records = [], []
-    for c in cuts:  # (cut, prompt wav, prompt text) once per pair
-        prompt = prepare_prompt(load_prompt_audio(c, synth.sample_rate), synth.sample_rate, args.prompt_seconds, f"prompt of pair '{c.id}'")
-        prompt_text = c.custom.get("prompt_text")
-        if not prompt_text:
-            if asr is None:
-                raise _no_prompt_text_error(f"pair '{c.id}' in '{args.pairs}'")
-            prompt_text = transcribe_prompt(asr, prompt, f"the prompt of pair '{c.id}'")
-        for rep in range(args.repeats):
-            name = f"{c.id}_rep{rep}" if args.repeats > 1 else c.id
-            jobs.append((c, rep, SynthesisItem(c.custom["target_text"], prompt, prompt_text, name)))
-    todo = [j for j in jobs if args.overwrite or not (out_dir / f"{j[2].name}.wav").is_file()]
-    if len(todo) < len(jobs):
-        logger.info("%d of %d outputs already exist, synthesizing %d", len(jobs) - len(todo), len(jobs), len(todo))
-    with tqdm(total=len(todo), desc="synthesize", unit="utt") as bar:
-        for i in range(0, len(todo), args.batch_size):
-            chunk = todo[i : i + args.batch_size]
-            wavs = synth.synthesize([j[2] for j in chunk], gen)
-            for (c, rep, item), wav in zip(chunk, wavs):
-                save_audio(out_dir / f"{item.name}.wav", wav, synth.sample_rate)
-            bar.update(len(chunk))
-    import soundfile as sf
-
-    for c, rep, item in jobs:
-        path = out_dir / f"{item.name}.wav"
-        records.append({
-            "id": item.name, "cut_id": c.id, "repeat": rep, "path": str(path.resolve()),
-            "duration": round(sf.info(str(path)).duration, 3), "speaker": c.supervisions[0].speaker if c.supervisions else None,
-            "target_text": item.text, "prompt_text": item.prompt_text, "prompt_cut_id": c.custom.get("prompt_cut_id"),
-        })
+    paths = [out_dir / f"line{n:05d}.wav" for n, _ in lines]
+    records = synthesize_texts(synth, [text for _, text in lines], prompt, prompt_text, paths, gen,
+                               batch_size=args.batch_size, pause=args.sentence_pause, max_words=args.max_words)
+    _log_retries(records)
+    for (n, _), rec in zip(lines, records):
+        rec.update(id=f"line{n:05d}", line=n, path=str(Path(rec["path"]).resolve()),
+                   prompt_audio=str(Path(args.prompt_audio).resolve()), prompt_text=prompt_text)
     manifest = out_dir / "manifest.jsonl"
     atomic_write_text(manifest, "".join(json.dumps(r) + "\n" for r in records))
     logger.info("wrote %d wavs and %s", len(records), manifest)
+    return manifest
+
+
+def _recording_id(rec) -> str | None:
+    return rec.get("id") if isinstance(rec, dict) else getattr(rec, "id", None)
+
+
+PAIRS_UNIT = 32  # pairs per commit unit: a hard kill loses at most this many
+
+
+def _check_pairs(path: str, asr_spec: str | None) -> int:
+    """Lazy pass over the pair manifest: every cut is a pair; count those without a prompt
+    transcript, which need an ASR (an error with ``--asr none``)."""
+    from lhotse import load_manifest_lazy
+
+    n = missing = 0
+    first_missing = None
+    for c in load_manifest_lazy(path):
+        n += 1
+        if not c.custom or "target_text" not in c.custom or "prompt_recording" not in c.custom:
+            raise DmttsError(f"--pairs '{path}': cut '{c.id}' has no target_text/prompt_recording: it is not a TTS "
+                             "evaluation pair manifest (make one with 'dmtts subset librispeech-tts-eval|vctk-tts-eval')")
+        if not c.custom.get("prompt_text"):
+            missing += 1
+            first_missing = first_missing or c.id
+    if n == 0:
+        raise DmttsError(f"--pairs '{path}' holds no pairs")
+    if missing and not asr_spec:
+        raise _no_prompt_text_error(f"pair '{first_missing}' (and {missing - 1} more) in '{path}'")
+    return missing
+
+
+def synthesize_pairs(args) -> Path:
+    """``dmtts synthesize --pairs PAIRS --out-dir DIR``: one wav per pair (and repeat) + manifest.
+
+    Sharded under torchrun (``dmtts.data.sharding``): pair ``i`` goes to rank ``i % world_size``,
+    each rank commits its finished pairs in units under ``DIR/progress/``, rank 0 merges them into
+    ``DIR/manifest.jsonl`` in the pair order. A rerun (any world size) skips committed pairs.
+    """
+    from tqdm import tqdm
+
+    from dmtts.audio import save_audio
+    from dmtts.data.sharding import ShardedJob, shard_context, sigterm_as_interrupt
+    from dmtts.data.subsets import load_prompt_audio
+    from dmtts.utils import atomic_path, require_file
+
+    require_file(args.pairs, "--pairs", "make it with 'dmtts subset librispeech-tts-eval' or 'dmtts subset vctk-tts-eval'")
+    if args.repeats < 1:
+        raise DmttsError("--repeats must be >= 1")
+    asr_spec = None if (args.asr or "none") == "none" else args.asr
+    missing = _check_pairs(args.pairs, asr_spec)
+    ctx = shard_context(args.device)
+    args.device = ctx.device
+    synth = _make_synth(args)
+    out_dir = Path(args.out_dir)
+    settings = {k: getattr(args, k) for k in ("repeats", "seed", "top_k", "top_p", "temperature", "max_len_ratio",
+                                              "prompt_seconds", "dtype", "ras", "ras_window", "ras_threshold",
+                                              "max_retries")}
+    settings.update({k: str(Path(getattr(args, k)).resolve()) for k in ("ar", "nar", "codec")}, checks=synth.checks.to_dict())
+    job = ShardedJob(args.pairs, work_dir=out_dir / "progress", ctx=ctx, settings=settings, overwrite=args.overwrite,
+                     input_flag="--pairs")
+    asr = None
+    if missing and ctx.is_main:
+        logger.info("%d pairs have no prompt transcript: transcribing their prompts with --asr %s "
+                    "(--asr none demands transcripts instead)", missing, asr_spec)
+    if job.num_done:
+        logger.info("%d of %d pairs already synthesized (in %s), skipped", job.num_done, job.num_items, job.work_dir)
+    # each rank samples its own stream: outputs depend on --seed and on the sharding
+    gen = torch.Generator().manual_seed(args.seed + ctx.rank)
+    torch.manual_seed(args.seed + ctx.rank)
+
+    def flush(pending, unit):
+        items = [item for _, _, outs in pending for item in outs]
+        results = synth.synthesize_results([it for it, _ in items], gen)
+        by_item = {id(it): res for (it, _), res in zip(items, results)}
+        for index, c, outs in pending:
+            records = []
+            for item, rep in outs:
+                res = by_item[id(item)]
+                path = out_dir / f"{item.name}.wav"
+                save_audio(path, res.wav, synth.sample_rate)
+                records.append({
+                    "id": item.name, "cut_id": c.id, "repeat": rep, "path": str(path.resolve()),
+                    "duration": round(len(res.wav) / synth.sample_rate, 3),
+                    "speaker": c.supervisions[0].speaker if c.supervisions else None,
+                    "target_text": item.text, "prompt_text": item.prompt_text,
+                    "prompt_text_source": "pairs" if c.custom.get("prompt_text") else "asr",
+                    "prompt_cut_id": c.custom.get("prompt_cut_id"), "prompt_recording_id": _recording_id(c.custom["prompt_recording"]),
+                    "prompt_offset": c.custom.get("prompt_offset"), "prompt_duration": round(len(item.prompt_wav) / synth.sample_rate, 3),
+                    "failure": res.failure, "retries": len(res.attempts) - 1, "attempts": res.attempts,
+                })
+            unit.add(index, c.id, {"outputs": records})
+        return len(items)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unit, pending, n_pending = job.new_unit(), [], 0
+    bar = tqdm(total=job.num_todo * args.repeats, desc=f"synthesize (rank {ctx.rank})" if ctx.is_distributed else "synthesize",
+               unit="utt")
+    try:
+        with sigterm_as_interrupt():
+            for index, c in job.todo():
+                prompt = prepare_prompt(load_prompt_audio(c, synth.sample_rate), synth.sample_rate, args.prompt_seconds,
+                                        f"prompt of pair '{c.id}'")
+                prompt_text = c.custom.get("prompt_text")
+                if not prompt_text:
+                    if asr is None:
+                        asr = parse_asr_arg(asr_spec)
+                    prompt_text = transcribe_prompt(asr, prompt, f"the prompt of pair '{c.id}'")
+                outs = []
+                for rep in range(args.repeats):
+                    name = f"{c.id}_rep{rep}" if args.repeats > 1 else c.id
+                    outs.append((SynthesisItem(c.custom["target_text"], prompt, prompt_text, name), rep))
+                pending.append((index, c, outs))
+                n_pending += len(outs)
+                if n_pending >= args.batch_size:
+                    bar.update(flush(pending, unit))
+                    pending, n_pending = [], 0
+                    if len(unit) >= PAIRS_UNIT:
+                        job.commit(unit)
+                        unit = job.new_unit()
+            if pending:
+                bar.update(flush(pending, unit))
+    finally:
+        bar.close()
+        job.commit(unit)  # finished pairs survive Ctrl-C, kill and errors
+    job.finish()
+    manifest = out_dir / "manifest.jsonl"
+    if ctx.is_main:
+        n = retried = failed = 0
+        with atomic_path(manifest) as tmp, open(tmp, "w") as f:
+            for _, _, record in job.merged():
+                for r in record["outputs"]:
+                    f.write(json.dumps(r) + "\n")
+                    n += 1
+                    retried += r["retries"] > 0
+                    failed += r["failure"] is not None
+        logger.info("wrote %d wavs and %s (%d needed retries, %d failed every attempt)", n, manifest, retried, failed)
+    ctx.close()
     return manifest
 
 
@@ -268,8 +585,13 @@ def _make_synth(args) -> Synthesizer:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    lo, hi = args.duration_range
+    if not 0 < lo < 1 < hi:
+        raise DmttsError(f"--duration-range {lo} {hi}: give LOW < 1 < HIGH, e.g. 0.5 2.0")
+    checks = DecodeChecks(max_loop_seconds=args.max_loop_seconds, min_duration_ratio=lo, max_duration_ratio=hi)
     return Synthesizer(
         args.ar, args.nar, args.codec, device=device, top_k=args.top_k, top_p=args.top_p,
         temperature=args.temperature, max_len_ratio=args.max_len_ratio,
-        dtype=getattr(torch, args.dtype),
+        dtype=getattr(torch, args.dtype), ras=args.ras, ras_window=args.ras_window,
+        ras_threshold=args.ras_threshold, max_retries=args.max_retries, checks=checks,
     )

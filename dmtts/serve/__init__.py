@@ -1,0 +1,1 @@
+"""``dmtts serve``: a local web app (Gradio) for zero-shot synthesis."""
