@@ -1,4 +1,4 @@
-"""``dmtts codec {train,encode,decode,reconstruct,export,info}``."""
+"""``dmtts codec {train,encode,decode,reconstruct,export,import,info}``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,19 @@ def register(subparsers) -> None:
     x.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                    help="storage precision of the weights (float16: half the size; loaded as float32)")
     x.set_defaults(func=_export)
+
+    m = sub.add_parser("import", help="released SpeechTokenizer / DM-Codec checkpoint -> model dir",
+                       description="Convert a public SpeechTokenizer or DM-Codec release (config.json + .pt "
+                                   "state dict) into a dmtts codec export (weight norm folded). The 1024->768 "
+                                   "'transform' distillation projection is kept aside in "
+                                   "semantic_projection.safetensors and named in config.json.")
+    m.add_argument("--from", dest="source", required=True, choices=["speechtokenizer", "dm-codec"],
+                   help="release format (DM-Codec's is SpeechTokenizer's)")
+    m.add_argument("--config", required=True, help="the release's config.json")
+    m.add_argument("--checkpoint", required=True, help="the release's generator state dict (.pt)")
+    m.add_argument("--out", required=True, help="output model directory")
+    m.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage precision of the weights")
+    m.set_defaults(func=_import)
 
     i = sub.add_parser("info", help="parameter counts, frame rate and bitrate")
     g = i.add_mutually_exclusive_group(required=True)
@@ -157,6 +170,16 @@ def _export(args: argparse.Namespace) -> int:
     out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors in {args.dtype}, "
           "weight norm folded)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dmtts.codec.import_public import import_public_checkpoint
+
+    out = import_public_checkpoint(args.config, args.checkpoint, args.out, source=args.source, dtype=args.dtype)
+    print(f"imported {args.checkpoint} ({args.source}) -> {out} (config.json + model.safetensors, weight norm "
+          "folded" + (", semantic_projection.safetensors" if (out / "semantic_projection.safetensors").is_file()
+                      else "") + ")")
     return 0
 
 

@@ -33,6 +33,9 @@ from dmtts.utils import atomic_path, atomic_write_text
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+SEMANTIC_PROJECTION_NAME = "semantic_projection.safetensors"
+# config.json entries that describe an export but are not model config (see import_public.py)
+EXPORT_METADATA_KEYS = ("model_type", "imported_from", "semantic_projection")
 
 
 @dataclass
@@ -259,9 +262,13 @@ class DMCodec(nn.Module):
         qnt = count(self.quantizer, buffers=True)
         return {"encoder": enc, "quantizer": qnt, "decoder": dec, "total": enc + qnt + dec}
 
-    def save_pretrained(self, directory: str | Path, dtype: str = "float32") -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: str = "float32", extra_config: dict | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (weight norm folded) atomically;
-        ``dtype="float16"`` stores the weights in half precision (see ``storage_state``)."""
+        ``dtype="float16"`` stores the weights in half precision (see ``storage_state``).
+        ``extra_config``: metadata entries for ``config.json`` (keys of ``EXPORT_METADATA_KEYS``)."""
+        unknown = sorted(set(extra_config or {}) - set(EXPORT_METADATA_KEYS))
+        if unknown:
+            raise ValueError(f"extra_config keys {unknown} are not export metadata ({EXPORT_METADATA_KEYS})")
         from safetensors.torch import save_file
 
         from dmtts.utils import storage_state
@@ -273,7 +280,7 @@ class DMCodec(nn.Module):
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "dmtts": "DMCodec"})
         atomic_write_text(directory / CONFIG_NAME, json.dumps(
-            {"model_type": "dm-codec", **to_dict(self.config)}, indent=2) + "\n")
+            {"model_type": "dm-codec", **to_dict(self.config), **(extra_config or {})}, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -292,7 +299,8 @@ class DMCodec(nn.Module):
             data = json.loads((directory / CONFIG_NAME).read_text())
         except json.JSONDecodeError as e:
             raise DmttsError(f"'{directory / CONFIG_NAME}' is not valid JSON: {e}") from None
-        data.pop("model_type", None)
+        for key in EXPORT_METADATA_KEYS:
+            data.pop(key, None)
         config = from_dict(CodecModelConfig, data)
         model = cls(config).fold_weight_norm()
         try:
@@ -304,6 +312,22 @@ class DMCodec(nn.Module):
             raise DmttsError(f"'{directory / WEIGHTS_NAME}' does not match its config.json "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model.to(device).prepare_for_inference()
+
+
+def load_semantic_projection(directory: str | Path) -> nn.Linear:
+    """The ``dimension -> semantic_dimension`` projection an imported public model was distilled
+    through (``dmtts codec import`` keeps it aside), as an ``nn.Linear`` in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / SEMANTIC_PROJECTION_NAME
+    if not path.is_file():
+        raise DmttsError(f"'{directory}' has no {SEMANTIC_PROJECTION_NAME}: only a model imported with "
+                         "`dmtts codec import` from a checkpoint with a transform projection has one")
+    state = load_file(str(path))
+    out_dim, in_dim = state["weight"].shape
+    proj = nn.Linear(in_dim, out_dim)
+    proj.load_state_dict(state)
+    return proj.eval()
 
 
 def load_codec(spec: str | Path, device: str | torch.device = "cpu") -> DMCodec:
