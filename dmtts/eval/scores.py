@@ -1,13 +1,15 @@
 """The toolkit's per-utterance scores format and summary tables.
 
 Scores CSV (one file per system, e.g. ``scores_dmcodec_nq8.csv``; the system name is the stem
-without ``scores_``): header ``utt_id,wer,wil,stoi,pesq,visqol,sim,mos_proxy``, one row per
+without ``scores_``): header ``utt_id,wer,wil,stoi,pesq,visqol,sim,sim_r,mos_proxy``, one row per
 utterance, a metric that was not computed (or failed for that utterance) is an empty cell.
 WER and WIL are percentages.
 
 Summary (``summary.csv`` / ``summary.md``): one row per system. ``wer``/``wil`` are corpus-level
-(errors pooled over all words, the usual definition); the other columns are means over
-utterances. ``n`` is the number of scored utterances.
+(errors pooled over all words, the usual definition), ``wer_utt`` is the mean of the
+per-utterance WERs (the other convention in the literature; utterances with an empty normalised
+reference are left out); the other columns are means over utterances. ``n`` is the number of
+scored utterances.
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ from dmtts.eval.metrics import METRICS, SCORE_COLUMNS
 from dmtts.utils import atomic_write_text
 
 # How each metric is printed in tables.
-FORMATS = {"wer": "{:.2f}", "wil": "{:.2f}", "stoi": "{:.3f}", "pesq": "{:.2f}", "visqol": "{:.2f}",
-           "sim": "{:.3f}", "mos_proxy": "{:.2f}"}
-HEADERS = {"wer": "WER % ↓", "wil": "WIL % ↓", "stoi": "STOI ↑", "pesq": "PESQ ↑", "visqol": "ViSQOL ↑",
-           "sim": "Similarity ↑", "mos_proxy": "MOS proxy ↑"}
+FORMATS = {"wer": "{:.2f}", "wer_utt": "{:.2f}", "wil": "{:.2f}", "stoi": "{:.3f}", "pesq": "{:.2f}",
+           "visqol": "{:.2f}", "sim": "{:.3f}", "sim_r": "{:.3f}", "mos_proxy": "{:.2f}"}
+HEADERS = {"wer": "WER % ↓", "wer_utt": "WER utt-mean % ↓", "wil": "WIL % ↓", "stoi": "STOI ↑", "pesq": "PESQ ↑",
+           "visqol": "ViSQOL ↑", "sim": "SIM-o ↑", "sim_r": "SIM-r ↑", "mos_proxy": "MOS proxy ↑"}
+
+
+def summary_columns(metrics: Sequence[str]) -> list[str]:
+    """The summary's metric columns: ``metrics`` with ``wer_utt`` right after ``wer``."""
+    out = []
+    for m in metrics:
+        out.append(m)
+        if m == "wer":
+            out.append("wer_utt")
+    return out
 
 
 def _cell(value: float) -> str:

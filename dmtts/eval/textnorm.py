@@ -1,6 +1,19 @@
-"""The text normaliser applied to references and ASR hypotheses before WER / WIL.
+"""Text normalisers applied to references and ASR hypotheses before WER / WIL.
 
-Modelled on the behaviour of Whisper's English normaliser (our own code, simpler), in order:
+Two are available (``--text-norm`` of ``dmtts eval codec|codec-curve|tts``); every table names
+the one it used:
+
+* ``whisper`` (default): Whisper's English normaliser (``EnglishTextNormalizer`` from the
+  ``whisper-normalizer`` package, OpenAI's code), the field's common choice, so our WERs compare
+  with published ones. It standardises spelling (British -> American), titles (``Mr`` ->
+  ``mister``), contractions, and turns spelled numbers into digits on both sides.
+* ``dmtts``: :func:`normalize_text` below, our own. Kept because it adds two things Whisper's
+  lacks: ``&`` -> ``and`` (Whisper's deletes ``&``, so ``rock & roll`` against ``rock and roll``
+  is an error) and in-word apostrophes removed without expansion (``john's`` -> ``johns``, where
+  Whisper's gives ``john is`` and so mismatches an ASR that writes ``Johns``). Its numbers become
+  words (the LibriSpeech reference style). Its WERs do not compare with published ones.
+
+Our normaliser (``dmtts``), in order:
 
 1. Unicode NFKC; curly quotes/apostrophes made ASCII; diacritics removed (``café`` -> ``cafe``).
 2. Lower case.
@@ -23,10 +36,18 @@ Not done (unlike Whisper's): British -> American spelling and words -> digits.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import unicodedata
+from typing import Callable
 
-__all__ = ["normalize_text", "number_to_words"]
+from dmtts.errors import DmttsError
+
+__all__ = ["TEXT_NORMALIZERS", "DEFAULT_TEXT_NORM", "TextNormalizer", "load_text_normalizer", "normalize_text",
+           "number_to_words"]
+
+TEXT_NORMALIZERS = ("whisper", "dmtts")
+DEFAULT_TEXT_NORM = "whisper"
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen").split()
@@ -136,3 +157,40 @@ def normalize_text(text: str, numbers_to_words: bool = True) -> str:
     s = "".join(" " if unicodedata.category(c)[0] in "PSC" else c for c in s)
     words = [w for w in s.split() if w not in _FILLERS]
     return " ".join(words)
+
+
+class TextNormalizer:
+    """A named text normaliser: ``spec`` (``whisper`` or ``dmtts``, the cache key) and ``name``
+    (what the tables print, with the package version)."""
+
+    def __init__(self, spec: str, name: str, fn: Callable[[str], str]) -> None:
+        self.spec, self.name, self._fn = spec, name, fn
+
+    def __call__(self, text: str) -> str:
+        # Whisper's leaves single spaces but may start/end with one; split/join makes both alike.
+        return " ".join(self._fn(text).split())
+
+
+_LOADED: dict[str, TextNormalizer] = {}
+
+
+def load_text_normalizer(spec: str = DEFAULT_TEXT_NORM) -> TextNormalizer:
+    """``whisper`` (Whisper's English normaliser from ``whisper-normalizer``) or ``dmtts`` (ours)."""
+    if spec in _LOADED:
+        return _LOADED[spec]
+    if spec == "whisper":
+        try:
+            from whisper_normalizer.english import EnglishTextNormalizer
+        except ImportError as e:
+            raise DmttsError(f"--text-norm whisper needs the whisper-normalizer package ({e}): "
+                             "pip install -c constraints.txt whisper-normalizer, or pass --text-norm dmtts") from None
+        version = importlib.metadata.version("whisper-normalizer")
+        norm = TextNormalizer(spec, f"Whisper English normaliser (whisper-normalizer {version})",
+                              EnglishTextNormalizer())
+    elif spec == "dmtts":
+        norm = TextNormalizer(spec, "dmtts.eval.textnorm (numbers as words; not comparable with published WERs)",
+                              normalize_text)
+    else:
+        raise DmttsError(f"unknown text normaliser '{spec}' (--text-norm): choose {' or '.join(TEXT_NORMALIZERS)}")
+    _LOADED[spec] = norm
+    return norm

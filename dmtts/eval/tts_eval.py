@@ -7,13 +7,18 @@ the TARGET utterance, with custom fields ``prompt_cut_id``, ``prompt_start``, ``
 
 For each cut the synthesis directory holds ``<cut_id>_rep{i}.wav`` (repetitions) and/or
 ``<cut_id>.wav``. Each file is scored — WER/WIL of its ASR transcript against ``target_text``,
-speaker similarity to the PROMPT audio (the 3 s crop the synthesizer was given), MOS proxy —
-and the repetitions of one cut are averaged into one row (VALL-E: 3 repetitions, average).
-A ``ground_truth`` row scores the target utterance's own recording the same way (ASR floor, and
-the similarity of two real utterances of the speaker), when the cuts' audio is readable.
+speaker similarity to the prompt (SIM-o: the 3 s crop the synthesizer was given; SIM-r: that
+crop re-synthesized through the codec, encode + decode with all levels, which leaves out what the
+codec itself loses of the voice), MOS proxy — and the repetitions of one cut are averaged into
+one row (VALL-E: 3 repetitions, average). A ``ground_truth`` row scores the target utterance's
+own recording the same way (ASR floor, and the similarity of two real utterances of the
+speaker), when the cuts' audio is readable.
 
 Outputs: ``scores_<name>.csv`` (columns stoi/pesq/visqol empty: there is no aligned reference),
-``scores_ground_truth.csv``, ``transcripts_<name>.tsv``, ``summary.{csv,md}``, ``models.json``.
+``scores_ground_truth.csv``, ``transcripts_<name>.tsv``, ``summary.{csv,md}``, ``models.json``,
+and ``score_cache/`` (per-file scores, :mod:`dmtts.eval.cache`: a rerun scores only what is
+missing). Under ``torchrun`` the pairs are read lazily in units of ``unit_size``; unit ``j`` is
+scored by rank ``j % world_size``, and rank 0 merges the cached scores in the original order.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,15 +35,17 @@ import numpy as np
 from tqdm import tqdm
 
 from dmtts.errors import DmttsError
-from dmtts.eval.codec_eval import GROUND_TRUTH, write_transcripts
+from dmtts.eval.cache import CACHE_DIRNAME, ScoreCache, cut_identity, file_identity, module_identity, record_key
+from dmtts.eval.codec_eval import GROUND_TRUTH, iter_cuts, iter_units, wer_note, write_transcripts
 from dmtts.eval.metrics import EvalModels, WordErrors, corpus_rates, cosine, word_errors
-from dmtts.eval.scores import SummaryRow, nanmean, write_scores_csv, write_summary
+from dmtts.eval.scores import SummaryRow, nanmean, summary_columns, write_scores_csv, write_summary
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-TTS_METRICS = ("wer", "wil", "sim", "mos_proxy")
+TTS_METRICS = ("wer", "wil", "sim", "sim_r", "mos_proxy")
 PAIR_FIELDS = ("prompt_start", "prompt_duration", "prompt_recording")
+UNIT_SIZE = 16  # pairs per scoring unit (shard granule, one cache file per system)
 
 
 @dataclass
@@ -48,29 +56,31 @@ class Pair:
     target_cut: object  # the lhotse cut (for the ground-truth row)
 
 
-def load_pairs(pairs_path: str | Path, limit: int | None = None) -> list[Pair]:
-    from dmtts.data.subsets import load_cuts, load_prompt_audio
+def check_pair(cut, pairs_path) -> str:
+    """The target text of a pair cut; a clear error when the cut is not a TTS pair."""
+    custom = cut.custom or {}
+    missing = [f for f in PAIR_FIELDS if f not in custom]
+    if missing:
+        raise DmttsError(f"cut '{cut.id}' in '{pairs_path}' lacks the custom field(s) {', '.join(missing)}: "
+                         "PAIRS must come from `dmtts subset librispeech-tts-eval|vctk-tts-eval`")
+    text = custom.get("target_text") or (cut.supervisions[0].text if cut.supervisions else None)
+    if not text:
+        raise DmttsError(f"cut '{cut.id}' in '{pairs_path}' has no target_text")
+    return text
 
-    cuts = load_cuts(pairs_path)
-    out = []
-    for cut in cuts:
-        if limit is not None and len(out) >= limit:
-            break
-        custom = cut.custom or {}
-        missing = [f for f in PAIR_FIELDS if f not in custom]
-        if missing:
-            raise DmttsError(f"cut '{cut.id}' in '{pairs_path}' lacks the custom field(s) {', '.join(missing)}: "
-                             "PAIRS must come from `dmtts subset librispeech-tts-eval|vctk-tts-eval`")
-        text = custom.get("target_text") or (cut.supervisions[0].text if cut.supervisions else None)
-        if not text:
-            raise DmttsError(f"cut '{cut.id}' in '{pairs_path}' has no target_text")
-        prompt = load_prompt_audio(cut, 16000)
-        if prompt.size == 0:
-            raise DmttsError(f"the prompt of cut '{cut.id}' is empty")
-        out.append(Pair(cut.id, text, prompt, cut))
-    if not out:
-        raise DmttsError(f"'{pairs_path}' holds no cuts")
-    return out
+
+def load_pair(cut, pairs_path) -> Pair:
+    from dmtts.data.subsets import load_prompt_audio
+
+    text = check_pair(cut, pairs_path)
+    prompt = load_prompt_audio(cut, SAMPLE_RATE)
+    if prompt.size == 0:
+        raise DmttsError(f"the prompt of cut '{cut.id}' is empty")
+    return Pair(cut.id, text, prompt, cut)
+
+
+def load_pairs(pairs_path: str | Path, limit: int | None = None) -> list[Pair]:
+    return [load_pair(cut, pairs_path) for _, cut in iter_cuts(pairs_path, limit, "--pairs")]
 
 
 def find_synth_files(synth_dir: Path, cut_id: str) -> list[Path]:
@@ -92,109 +102,242 @@ def glob_escape(s: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", s)
 
 
+class PromptResynthesizer:
+    """The prompt crop through the codec: ``decode(encode(prompt))`` with all levels, one prompt
+    at a time (no padding), in ``torch.inference_mode`` (for SIM-r)."""
+
+    def __init__(self, codec, device: str = "cpu") -> None:
+        if isinstance(codec, (str, Path)):
+            from dmtts.codec.model import load_codec
+
+            codec = load_codec(codec, device)
+        self.codec = codec.eval()
+        self.device = device
+        self.identity = module_identity(self.codec)
+        self.n_q = int(self.codec.n_q)
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(wav, dtype=np.float32).reshape(1, 1, -1)).to(self.device)
+            y = self.codec.decode(self.codec.encode(x, self.n_q, sample_rate=SAMPLE_RATE), length=x.shape[-1])
+        out = y.reshape(-1).float().cpu().numpy()
+        if len(out) < len(wav):
+            out = np.pad(out, (0, len(wav) - len(out)))
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
 def evaluate_tts(synth_dir: str | Path, pairs: str | Path, out_dir: str | Path, models: EvalModels | None = None,
                  metrics: Sequence[str] = TTS_METRICS, name: str = "dmcodec_tts", ground_truth: bool = True,
-                 limit: int | None = None, device: str = "cpu") -> dict:
-    from dmtts.audio import load_audio
+                 limit: int | None = None, device: str = "cpu", codec=None, ctx=None, rescore: bool = False,
+                 unit_size: int = UNIT_SIZE) -> dict | None:
+    """Score the syntheses; returns ``{"summary_md", "summary_csv", "scores"}`` on rank 0, else None.
 
+    ``codec``: an exported codec dir or a loaded :class:`~dmtts.codec.model.DMCodec`, needed for
+    ``sim_r`` (SIM-r). ``ctx``: a :class:`dmtts.data.sharding.ShardContext` (default one process).
+    """
+    from dmtts.data.sharding import ShardContext
+
+    ctx = ctx or ShardContext(device=device)
     synth_dir, out_dir = Path(synth_dir), Path(out_dir)
+    metrics = [m for m in TTS_METRICS if m in metrics]
     if not synth_dir.is_dir():
         raise DmttsError(f"synthesis dir '{synth_dir}' does not exist: pass --synth-dir with the output of "
                          "`dmtts tts synthesize` (<cut_id>_rep{i}.wav or <cut_id>.wav files)")
     if name == GROUND_TRUTH:
         raise DmttsError(f"--name {GROUND_TRUTH} is reserved")
+    if "sim_r" in metrics and codec is None:
+        raise DmttsError("--metrics sim_r (SIM-r, similarity to the prompt re-synthesized through the codec) needs "
+                         "--codec DIR: the exported codec the TTS model was trained with")
     models = models or EvalModels(device=device)
-    items = load_pairs(pairs, limit)
-    files = {p.cut_id: find_synth_files(synth_dir, p.cut_id) for p in items}
-    missing = [cid for cid, f in files.items() if not f]
-    if len(missing) == len(items):
-        raise DmttsError(f"'{synth_dir}' holds no synthesis for any of the {len(items)} pairs (expected e.g. "
-                         f"{synth_dir / (items[0].cut_id + '_rep0.wav')} or {items[0].cut_id}.wav)")
-    if missing:
-        logger.warning("%d of %d pairs have no synthesis in %s (skipped), e.g. %s", len(missing), len(items),
-                       synth_dir, missing[0])
+    resynth = PromptResynthesizer(codec, device) if "sim_r" in metrics else None
+    n_pairs, n_with, first_id = 0, 0, None
+    for _, cut in iter_cuts(pairs, limit, "--pairs"):  # lazily: check every pair before any work
+        check_pair(cut, pairs)
+        n_pairs += 1
+        first_id = first_id or cut.id
+        n_with += bool(find_synth_files(synth_dir, cut.id))
+    if n_with == 0:
+        raise DmttsError(f"'{synth_dir}' holds no synthesis for any of the {n_pairs} pairs (expected e.g. "
+                         f"{synth_dir / (first_id + '_rep0.wav')} or {first_id}.wav)")
     models.load_for(metrics)
-    prompt_emb: dict[str, np.ndarray] = {}
-
-    def prompt_embedding(p: Pair) -> np.ndarray:
-        if p.cut_id not in prompt_emb:
-            prompt_emb[p.cut_id] = models.sim.embed([p.prompt])[0]
-        return prompt_emb[p.cut_id]
-
-    def score_wavs(p: Pair, wavs: list[np.ndarray]) -> tuple[dict, list[WordErrors], list[str]]:
-        """Average over repetitions (scores and word-error counts)."""
-        per: dict[str, list[float]] = {m: [] for m in metrics}
-        errors, hyps = [], []
-        if "wer" in metrics or "wil" in metrics:
-            hyps = models.asr.transcribe(wavs)
-            for h in hyps:
-                e = word_errors(p.target_text, h)
-                errors.append(e)
-                per.setdefault("wer", []).append(e.wer)
-                per.setdefault("wil", []).append(e.wil)
-        for w in wavs:
-            if "sim" in metrics:
-                per["sim"].append(cosine(prompt_embedding(p), models.sim.embed([w])[0]))
-            if "mos_proxy" in metrics:
-                per["mos_proxy"].append(models.mos(w))
-        row = {"utt_id": p.cut_id}
-        row.update({m: nanmean(v) for m, v in per.items() if m in metrics})
-        if errors:  # one utterance weighs the same however many repetitions it has
-            k = len(errors)
-            errors = [WordErrors(sum(e.hits for e in errors) / k, sum(e.substitutions for e in errors) / k,
-                                 sum(e.deletions for e in errors) / k, sum(e.insertions for e in errors) / k)]
-        return row, errors, hyps
-
-    summary: list[SummaryRow] = []
-    result_files = {}
-
-    def finish(system: str, rows, errors, transcripts, extra):
-        values = {m: nanmean([r.get(m, math.nan) for r in rows]) for m in metrics if m not in ("wer", "wil")}
-        if errors:
-            wer, wil = corpus_rates(errors)
-            values.update({k: v for k, v in (("wer", wer), ("wil", wil)) if k in metrics})
-        result_files[system] = write_scores_csv(out_dir / f"scores_{system}.csv", rows)
-        if transcripts:
-            write_transcripts(out_dir / f"transcripts_{system}.tsv", transcripts)
-        summary.append(SummaryRow(system, len(rows), values, extra))
-
-    if ground_truth:
-        rows, errors, transcripts = [], [], []
-        try:
-            for p in tqdm(items, desc="score ground truth", leave=False, unit="utt"):
-                cut = p.target_cut.resample(SAMPLE_RATE) if p.target_cut.sampling_rate != SAMPLE_RATE else p.target_cut
-                wav = cut.load_audio().mean(axis=0)
-                row, errs, hyps = score_wavs(p, [wav])
-                rows.append(row)
-                errors += errs
-                transcripts += [(p.cut_id, p.target_text, h) for h in hyps]
-        except Exception as e:  # e.g. the target recordings are not on this machine
-            logger.warning("ground-truth row skipped: cannot load target audio (%s)", e)
-        else:
-            finish(GROUND_TRUTH, rows, errors, transcripts, {"reps": "1"})
-
-    rows, errors, transcripts = [], [], []
-    n_files = []
-    for p in tqdm(items, desc=f"score {name}", unit="utt"):
-        paths = files[p.cut_id]
-        if not paths:
+    cache = ScoreCache(out_dir / CACHE_DIRNAME, read=not rescore)
+    context = _TtsScoring(models, metrics, cache, resynth, synth_dir, name, pairs)
+    gt_ok = ground_truth
+    for unit_index, items in tqdm(iter_units(pairs, limit, unit_size, "--pairs"), desc=f"score {name}",
+                                  unit="unit", disable=not ctx.is_main):
+        if not ctx.owns(unit_index):
             continue
-        wavs = [load_audio(f, SAMPLE_RATE)[0] for f in paths]
-        row, errs, hyps = score_wavs(p, wavs)
-        rows.append(row)
-        errors += errs
-        n_files.append(len(paths))
-        transcripts += [(f.stem, p.target_text, h) for f, h in zip(paths, hyps)]
-    reps = f"{min(n_files)}" if min(n_files) == max(n_files) else f"{min(n_files)}-{max(n_files)}"
-    finish(name, rows, errors, transcripts, {"reps": reps})
+        context.score_unit(unit_index, items, ground_truth=gt_ok)
+        gt_ok = gt_ok and not context.gt_failed
+    ctx.barrier()
+    if not ctx.is_main:
+        return None
+    cache.reload()
+    return context.merge(out_dir, limit, unit_size, ground_truth, n_pairs)
 
-    notes = ["WER/WIL: corpus-level (errors pooled over words; an utterance's error counts are averaged over "
-             "its repetitions), in %; "
-             "Similarity: cosine between the speaker embedding of each synthesis and of the 3 s prompt "
-             "crop; per-utterance scores average the repetitions (VALL-E protocol). `ground_truth` "
-             "scores the real target recording."]
-    described = models.describe(metrics)
-    csv_path, md_path = write_summary(out_dir, summary, metrics, described,
-                                      f"Zero-shot TTS ({len(rows)} utterances, {Path(pairs).name})",
-                                      extra_columns=["reps"], notes=notes)
-    return {"summary_md": md_path, "summary_csv": csv_path, "scores": result_files}
+
+class _TtsScoring:
+    """Scoring of the units of one rank, and the merge on rank 0."""
+
+    def __init__(self, models: EvalModels, metrics: list[str], cache: ScoreCache, resynth, synth_dir: Path,
+                 name: str, pairs_path) -> None:
+        self.models, self.metrics, self.cache, self.resynth = models, metrics, cache, resynth
+        self.synth_dir, self.name, self.pairs_path = synth_dir, name, pairs_path
+        self.cached = (["asr"] if ("wer" in metrics or "wil" in metrics) else []) + \
+                      [m for m in metrics if m not in ("wer", "wil")]
+        self.gt_failed = False
+
+    def key(self, system: str, metric: str, pair_id: str, file_id: str) -> str:
+        identity = [self.models.identity(metric), system, pair_id, file_id]
+        if metric == "sim_r":
+            identity.append(f"codec|{self.resynth.identity}|nq{self.resynth.n_q}|{self.resynth.device}")
+        return record_key(metric, *identity)
+
+    def score_unit(self, unit_index: int, items, ground_truth: bool) -> None:
+        from dmtts.audio import load_audio
+
+        for system in ([GROUND_TRUTH] if ground_truth else []) + [self.name]:
+            wanted: dict[str, tuple[object, object, list[str], dict[str, str]]] = {}
+            for _, cut in items:
+                ident = cut_identity(cut)
+                if system == GROUND_TRUTH:
+                    files = [(cut.id, None, "")]
+                else:
+                    files = [(p.stem, p, file_identity(p)) for p in find_synth_files(self.synth_dir, cut.id)]
+                for utt_key, path, file_id in files:
+                    keys = {m: self.key(system, m, ident, file_id) for m in self.cached}
+                    todo = [m for m in self.cached if not self.cache.has(system, utt_key, keys[m])]
+                    if todo:
+                        wanted[utt_key] = (cut, path, todo, keys)
+            if not wanted:
+                continue
+            pairs: dict[str, Pair] = {}
+            wavs: dict[str, np.ndarray] = {}
+            for utt_key, (cut, path, _, _) in wanted.items():
+                if cut.id not in pairs:
+                    pairs[cut.id] = load_pair(cut, self.pairs_path)
+                if path is not None:
+                    wavs[utt_key] = load_audio(path, SAMPLE_RATE)[0]
+                    continue
+                try:  # the ground truth: the target utterance's own recording
+                    target = cut.resample(SAMPLE_RATE) if cut.sampling_rate != SAMPLE_RATE else cut
+                    wavs[utt_key] = np.asarray(target.load_audio(), dtype=np.float32).mean(axis=0)
+                except Exception as e:  # e.g. the target recordings are not on this machine
+                    logger.warning("ground-truth row skipped: cannot load target audio (%s)", e)
+                    self.gt_failed = True
+                    break
+            if system == GROUND_TRUTH and self.gt_failed:
+                continue
+            records = []
+            asr_ids = [u for u, w in wanted.items() if "asr" in w[2]]
+            hyps = dict(zip(asr_ids, self.models.asr.transcribe([wavs[u] for u in asr_ids]))) if asr_ids else {}
+            prompt_emb: dict[tuple[str, str], np.ndarray] = {}
+
+            def prompt_embedding(pair: Pair, which: str) -> np.ndarray:
+                if (pair.cut_id, which) not in prompt_emb:
+                    audio = pair.prompt if which == "sim" else self.resynth(pair.prompt)
+                    prompt_emb[(pair.cut_id, which)] = self.models.sim.embed([audio])[0]
+                return prompt_emb[(pair.cut_id, which)]
+
+            for utt_key, (cut, _, todo, keys) in wanted.items():
+                pair, wav = pairs[cut.id], wavs[utt_key]
+                emb = None
+                for m in todo:
+                    if m == "asr":
+                        value = hyps[utt_key]
+                    elif m in ("sim", "sim_r"):
+                        emb = self.models.sim.embed([wav])[0] if emb is None else emb
+                        value = cosine(prompt_embedding(pair, m), emb)
+                    elif m == "mos_proxy":
+                        value = self.models.mos(wav)
+                    else:
+                        raise ValueError(m)
+                    records.append((utt_key, keys[m], value))
+            self.cache.put(system, unit_index, records)
+
+    def merge(self, out_dir: Path, limit, unit_size, ground_truth: bool, n_pairs: int) -> dict:
+        summary: list[SummaryRow] = []
+        result_files = {}
+        for system in ([GROUND_TRUTH] if ground_truth else []) + [self.name]:
+            rows, errors, transcripts, n_files = [], [], [], []
+            complete = True
+            for _, cut in iter_cuts(self.pairs_path, limit, "--pairs"):
+                ident = cut_identity(cut)
+                text = check_pair(cut, self.pairs_path)
+                if system == GROUND_TRUTH:
+                    files = [(cut.id, "")]
+                else:
+                    files = [(p.stem, file_identity(p)) for p in find_synth_files(self.synth_dir, cut.id)]
+                if not files:
+                    continue
+                per: dict[str, list[float]] = defaultdict(list)
+                errs: list[WordErrors] = []
+                for utt_key, file_id in files:
+                    for m in self.cached:
+                        key = self.key(system, m, ident, file_id)
+                        if not self.cache.has(system, utt_key, key):
+                            if system == GROUND_TRUTH:
+                                complete = False
+                                break
+                            raise DmttsError(f"no {m} score of '{utt_key}' in {self.cache.root} (a rank stopped "
+                                             "early, or a file changed during the run): rerun the same command; "
+                                             "it scores only what is missing")
+                        value = self.cache.get(system, utt_key, key)
+                        if m == "asr":
+                            e = word_errors(text, value, self.models.text_norm)
+                            errs.append(e)
+                            per["wer"].append(e.wer)
+                            per["wil"].append(e.wil)
+                            transcripts.append((utt_key, text, value))
+                        else:
+                            per[m].append(math.nan if value is None else float(value))
+                    if not complete:
+                        break
+                if not complete:
+                    break
+                row = {"utt_id": cut.id}
+                row.update({m: nanmean(v) for m, v in per.items() if m in self.metrics})
+                rows.append(row)
+                n_files.append(len(files))
+                if errs:  # one utterance weighs the same however many repetitions it has
+                    k = len(errs)
+                    errors.append(WordErrors(sum(e.hits for e in errs) / k, sum(e.substitutions for e in errs) / k,
+                                             sum(e.deletions for e in errs) / k, sum(e.insertions for e in errs) / k))
+            if not complete:
+                logger.warning("ground-truth row skipped: some target recordings could not be scored")
+                continue
+            missing = n_pairs - len(rows)
+            if system != GROUND_TRUTH and missing:
+                logger.warning("%d of %d pairs have no synthesis in %s (skipped)", missing, n_pairs, self.synth_dir)
+            values = {m: nanmean([r.get(m, math.nan) for r in rows]) for m in self.metrics if m not in ("wer", "wil")}
+            if errors:
+                wer, wil = corpus_rates(errors)
+                values.update({k: v for k, v in (("wer", wer), ("wil", wil)) if k in self.metrics})
+                if "wer" in self.metrics:
+                    values["wer_utt"] = nanmean([r.get("wer", math.nan) for r in rows])
+            result_files[system] = write_scores_csv(out_dir / f"scores_{system}.csv", rows)
+            if transcripts:
+                write_transcripts(out_dir / f"transcripts_{system}.tsv", transcripts)
+            reps = "1" if system == GROUND_TRUTH else (
+                f"{min(n_files)}" if min(n_files) == max(n_files) else f"{min(n_files)}-{max(n_files)}")
+            summary.append(SummaryRow(system, len(rows), values, {"reps": reps}))
+
+        notes = []
+        if "wer" in self.metrics or "wil" in self.metrics:
+            notes.append(wer_note(self.models, "its repetitions averaged") +
+                         " The corpus-level rates pool each utterance's repetition-averaged error counts.")
+        notes.append("SIM-o: cosine between the speaker embedding of each synthesis and of the 3 s prompt crop; "
+                     "SIM-r: the same against the prompt crop re-synthesized through the codec (encode + decode, "
+                     "all levels)" + ("" if "sim_r" in self.metrics else " (not computed: pass --codec DIR)") +
+                     ". Per-utterance scores average the repetitions (VALL-E protocol). `ground_truth` scores "
+                     "the real target recording.")
+        described = self.models.describe(self.metrics)
+        if "sim_r" in described:
+            described["sim_r"] += f" (codec weights {self.resynth.identity[:12]}, {self.resynth.n_q} levels)"
+        n_rows = next((r.n for r in summary if r.system == self.name), 0)
+        csv_path, md_path = write_summary(out_dir, summary, summary_columns(self.metrics), described,
+                                          f"Zero-shot TTS ({n_rows} utterances, {Path(self.pairs_path).name})",
+                                          extra_columns=["reps"], notes=notes)
+        return {"summary_md": md_path, "summary_csv": csv_path, "scores": result_files}
