@@ -46,6 +46,9 @@ def _add_shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore", action="store_true",
                    help="ignore the per-utterance scores cached by earlier runs in OUT_DIR/score_cache "
                         "(by default a rerun scores only what is missing)")
+    p.add_argument("--unit-size", type=int, default=None, metavar="N",
+                   help="cuts per scoring unit (default: 64 for codec, 16 for tts): the granule of sharding over "
+                        "torchrun ranks (unit j goes to rank j %% world size) and of the score cache")
 
 
 def _parse_systems(items: list[str] | None) -> dict[str, str]:
@@ -58,6 +61,14 @@ def _parse_systems(items: list[str] | None) -> dict[str, str]:
             raise DmttsError(f"--systems: the name '{name}' is given twice")
         out[name] = directory
     return out
+
+
+def _unit_size(args) -> dict:
+    if args.unit_size is None:
+        return {}
+    if args.unit_size < 1:
+        raise DmttsError(f"--unit-size must be at least 1, got {args.unit_size}")
+    return {"unit_size": args.unit_size}
 
 
 def _models(args):
@@ -83,7 +94,8 @@ def _codec(args) -> int:
         result = evaluate_codec(args.cuts, args.out_dir, model_dir=args.model, n_qs=args.n_q,
                                 systems=_parse_systems(args.systems), models=_models(args), metrics=metrics,
                                 name=args.name, batch_size=args.batch_size, device=ctx.device,
-                                n_figure=args.figure_utts, limit=args.limit, ctx=ctx, rescore=args.rescore)
+                                n_figure=args.figure_utts, limit=args.limit, ctx=ctx, rescore=args.rescore,
+                                **_unit_size(args))
     finally:
         ctx.close()
     if result is None:  # not rank 0: rank 0 writes and prints the merged results
@@ -121,7 +133,8 @@ def _tts(args) -> int:
     try:
         result = evaluate_tts(args.synth_dir, args.pairs, out_dir, models=_models(args), metrics=metrics,
                               name=args.name, ground_truth=not args.no_ground_truth, limit=args.limit,
-                              device=ctx.device, codec=args.codec, ctx=ctx, rescore=args.rescore)
+                              device=ctx.device, codec=args.codec, ctx=ctx, rescore=args.rescore,
+                              **_unit_size(args))
     finally:
         ctx.close()
     if result is None:

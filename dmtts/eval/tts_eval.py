@@ -198,6 +198,15 @@ class _TtsScoring:
     def score_unit(self, unit_index: int, items, ground_truth: bool) -> None:
         from dmtts.audio import load_audio
 
+        pairs: dict[str, Pair] = {}
+        prompt_emb: dict[tuple[str, str], np.ndarray] = {}  # shared by the unit's systems
+
+        def prompt_embedding(pair: Pair, which: str) -> np.ndarray:
+            if (pair.cut_id, which) not in prompt_emb:
+                audio = pair.prompt if which == "sim" else self.resynth(pair.prompt)
+                prompt_emb[(pair.cut_id, which)] = self.models.sim.embed([audio])[0]
+            return prompt_emb[(pair.cut_id, which)]
+
         for system in ([GROUND_TRUTH] if ground_truth else []) + [self.name]:
             wanted: dict[str, tuple[object, object, list[str], dict[str, str]]] = {}
             for _, cut in items:
@@ -213,7 +222,6 @@ class _TtsScoring:
                         wanted[utt_key] = (cut, path, todo, keys)
             if not wanted:
                 continue
-            pairs: dict[str, Pair] = {}
             wavs: dict[str, np.ndarray] = {}
             for utt_key, (cut, path, _, _) in wanted.items():
                 if cut.id not in pairs:
@@ -233,14 +241,6 @@ class _TtsScoring:
             records = []
             asr_ids = [u for u, w in wanted.items() if "asr" in w[2]]
             hyps = dict(zip(asr_ids, self.models.asr.transcribe([wavs[u] for u in asr_ids]))) if asr_ids else {}
-            prompt_emb: dict[tuple[str, str], np.ndarray] = {}
-
-            def prompt_embedding(pair: Pair, which: str) -> np.ndarray:
-                if (pair.cut_id, which) not in prompt_emb:
-                    audio = pair.prompt if which == "sim" else self.resynth(pair.prompt)
-                    prompt_emb[(pair.cut_id, which)] = self.models.sim.embed([audio])[0]
-                return prompt_emb[(pair.cut_id, which)]
-
             for utt_key, (cut, _, todo, keys) in wanted.items():
                 pair, wav = pairs[cut.id], wavs[utt_key]
                 emb = None
