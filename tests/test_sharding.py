@@ -18,6 +18,7 @@ import pytest
 
 from dmtts.data.sharding import ShardContext, ShardedJob, read_json_lines
 from dmtts.errors import DmttsError
+from test_teachers import tiny_bert_dir, tiny_hubert_dir  # noqa: F401 - the tiny random teachers (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,3 +121,158 @@ def test_repeated_cut_ids_are_a_clear_error_at_the_merge(tmp_path):
     with pytest.raises(DmttsError, match="repeated cut ids \\(a\\)"):
         job.write_merged(tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- torchrun, 2 gloo ranks
+
+# Each launch imports torch/lhotse/transformers in 2 fresh processes (the bulk of these tests' time).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def _dmtts(args, nproc=1, kill_after=None, expect_ok=True):
+    """Run ``dmtts ARGS`` in this process (``nproc=1``, as a plain command would) or as ``nproc``
+    torchrun ranks (gloo, CPU); ``kill_after="N:RANK"`` SIGKILLs that rank after N commits."""
+    args = [str(a) for a in args]
+    if nproc == 1:
+        from dmtts.cli import main
+
+        assert main(args) == 0
+        return None
+    env = dict(ENV)
+    if kill_after:
+        env["DMTTS_SHARD_KILL_AFTER_UNITS"] = kill_after
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+                        "-m", "dmtts.cli", "--log-level", "WARNING", *args], env=env, cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    if expect_ok:
+        assert r.returncode == 0, r.stderr[-3000:]
+    else:
+        assert r.returncode != 0, r.stdout[-2000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """8 short cuts (one of them without its audio file) and a tiny codec with k-means codebooks."""
+    import soundfile as sf
+    import torch
+    from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+    from dmtts.codec.model import DMCodec
+
+    root = tmp_path_factory.mktemp("sharding")
+    rng = np.random.default_rng(7)
+    words = ["the cat sat", "hello world", "a dog", "speech codec", "the mat", "a cat is a cat", "dog sat", "hello"]
+    cuts, wavs = [], []
+    for i, text in enumerate(words):
+        t = np.arange(int((0.45 + 0.11 * ((i * 5) % 8)) * 16000)) / 16000
+        wav = (0.2 * np.sin(2 * np.pi * (140 + 30 * i) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+        sf.write(root / f"u{i}.wav", wav, 16000)
+        wavs.append(wav)
+        rec = Recording.from_file(root / f"u{i}.wav", recording_id=f"u{i}")
+        sup = SupervisionSegment(id=f"u{i}", recording_id=f"u{i}", start=0, duration=rec.duration, text=text)
+        cuts.append(MonoCut(id=f"u{i}", start=0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup]))
+    CutSet.from_cuts(cuts).to_file(root / "small_cuts.jsonl.gz")
+    (root / "u5.wav").unlink()  # unreadable: reported by whichever rank owns it, retried next time
+    torch.manual_seed(0)
+    codec = DMCodec.from_preset("tiny")
+    codec.train()
+    with torch.no_grad():  # k-means codebooks from these signals: real, varied codes
+        codec(torch.from_numpy(np.concatenate(wavs))[None, None])
+    codec.eval()
+    codec.save_pretrained(root / "codec")
+    return {"root": root, "cuts": root / "small_cuts.jsonl.gz", "codec": root / "codec"}
+
+
+def _manifest(path: Path) -> list[dict]:
+    """The merged manifest as dicts without storage paths (those name per-rank files)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "storage_path"}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    with gzip.open(path, "rt") as f:
+        return [strip(json.loads(line)) for line in f]
+
+
+def _committed_positions(progress: Path) -> list[int]:
+    return sorted(int(i) for p in progress.glob("run*.idx.npy") for i in np.load(p))
+
+
+def _assert_same_output(a: Path, b: Path, field_names):
+    from lhotse import load_manifest_lazy
+
+    assert _manifest(a) == _manifest(b)  # same cuts, same order, same fields
+    for ca, cb in zip(load_manifest_lazy(a), load_manifest_lazy(b)):
+        for name in field_names:
+            x, y = ca.load_custom(name), cb.load_custom(name)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+
+
+def test_tokenize_two_ranks_equal_one_process_and_a_killed_run_resumes_with_one(corpus, tmp_path):
+    args = ["tokenize", "--codec", corpus["codec"], "--cuts", corpus["cuts"], "--device", "cpu", "--chunk-size", "1",
+            "--batch-duration", "1.5", "--no-progress"]
+    _dmtts([*args, "--output-dir", tmp_path / "one"])
+    _dmtts([*args, "--output-dir", tmp_path / "two"], nproc=2)
+    one, two = tmp_path / "one" / "small_cuts.jsonl.gz", tmp_path / "two" / "small_cuts.jsonl.gz"
+    ids = [c["id"] for c in _manifest(one)]
+    assert ids == ["u0", "u1", "u2", "u3", "u4", "u6", "u7"]
+    _assert_same_output(one, two, ["codes"])
+    assert (tmp_path / "two" / "small_cuts_failed.txt").read_text().startswith("u5\t")
+    stored = {p.name.split(".")[1] for p in (tmp_path / "two" / "small_cuts_codes").glob("codes.*.h5")}
+    assert {s.split("-")[1] for s in stored} == {"rank00000", "rank00001"}  # each rank wrote its own files
+
+    # rank 1 is SIGKILLed after its first commit; torchrun stops rank 0 too
+    killed = tmp_path / "killed"
+    _dmtts([*args, "--output-dir", killed], nproc=2, kill_after="1:1", expect_ok=False)
+    progress = killed / "small_cuts_codes" / "progress"
+    before = _committed_positions(progress)
+    assert 1 <= len(before) < 7 and not (killed / "small_cuts.jsonl.gz").exists()
+    _dmtts([*args, "--output-dir", killed])  # resumed by one process
+    after = _committed_positions(progress)
+    assert after == [0, 1, 2, 3, 4, 6, 7]  # every cut once: nothing computed twice
+    _assert_same_output(one, killed / "small_cuts.jsonl.gz", ["codes"])
+
+
+def test_teacher_extraction_interrupted_in_one_process_then_finished_by_two_ranks_equals_one_process(
+        corpus, tmp_path, tiny_bert_dir, tiny_hubert_dir):  # noqa: F811
+    from dmtts.teachers.extract import extract_teacher_features
+    from dmtts.teachers.lm import LMTeacher
+    from dmtts.teachers.sm import load_sm_teacher
+
+    args = ["teachers", "extract", "--cuts", corpus["cuts"], "--lm-dir", tiny_bert_dir, "--sm-dir", tiny_hubert_dir,
+            "--device", "cpu", "--batch-size", "2", "--shard-size", "1", "--no-progress"]
+    name = "small_cuts_with_feats.jsonl.gz"
+    _dmtts([*args, "--output-dir", tmp_path / "one"])
+    assert [c["id"] for c in _manifest(tmp_path / "one" / name)] == ["u0", "u1", "u2", "u3", "u4", "u6", "u7"]
+
+    # one process, the teachers of the CLI; Ctrl-C arrives in the second batch
+    lm = LMTeacher(tiny_bert_dir, batch_size=2)
+    sm = load_sm_teacher(sm_dir=str(tiny_hubert_dir), sm_ct2_dir=None, layer="avg", device="cpu", batch_size=2)
+    real_extract, calls = sm.extract, []
+
+    def interrupted(wavs):
+        calls.append(len(wavs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_extract(wavs)
+
+    sm.extract = interrupted
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        extract_teacher_features(corpus["cuts"], out, lm=lm, sm=sm, batch_size=2, shard_size=1, progress=False)
+    progress = out / "small_cuts_feats" / "progress"
+    assert _committed_positions(progress) == [0, 1]
+    # finished by 2 ranks: rank 0 takes positions 2, 4, 6, rank 1 positions 3, 5, 7
+    _dmtts([*args, "--output-dir", out], nproc=2)
+    assert _committed_positions(progress) == [0, 1, 2, 3, 4, 6, 7]  # every cut once
+    ranks = {p.name.split("-")[1] for p in progress.glob("run0001-*.jsonl.gz")}
+    assert ranks == {"rank00000", "rank00001"}
+    _assert_same_output(tmp_path / "one" / name, out / name, ["lm_feats", "sm_feats"])
+    skipped = (out / "small_cuts_skipped.jsonl").read_text().splitlines()
+    assert [json.loads(line)["cut_id"] for line in skipped] == ["u5"]
