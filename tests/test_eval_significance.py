@@ -89,3 +89,21 @@ def test_deepsig_drops_the_lowest_quantile_from_the_violation():
     theirs = deepsig_aso.compute_violation_ratio(a, b, dt=0.005)
     assert exact > 0.9 and theirs < exact - 0.2
 
+
+
+def test_significance_table_names_the_models_and_normaliser(tmp_path):
+    import json
+
+    from dmtts.eval.scores import write_scores_csv
+    from dmtts.eval.significance import significance_from_files
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, p in (("A", 0.05), ("B", 0.2)):
+        rows = [{"utt_id": f"u{i}", "wer": v} for i, v in enumerate(_utterance_wers(rng, 40, p))]
+        paths.append(write_scores_csv(tmp_path / f"scores_{name}.csv", rows))
+    desc = "ASR: x; text normaliser: Whisper English normaliser (whisper-normalizer 0.1.15)"
+    (tmp_path / "models.json").write_text(json.dumps({"wer": desc}))
+    res = significance_from_files(paths, "wer", tmp_path / "sig", num_bootstrap=50)
+    assert res.provenance == desc
+    assert f"Scores: {desc}." in (tmp_path / "sig" / "significance_wer.md").read_text()

@@ -136,6 +136,7 @@ class SignificanceResult:
     alpha_corrected: float
     tau: float
     lower_is_better: bool
+    provenance: str = ""  # which model / normaliser produced the scores (from models.json)
 
     def symbol(self, a: str, b: str) -> str:
         return "-" if a == b else decide(self.eps[(a, b)], self.tau)
@@ -192,7 +193,8 @@ def legend(result: SignificanceResult) -> str:
             f"{len(result.systems) * (len(result.systems) - 1) // 2} pairs; {DOMINANT} stochastic dominance "
             f"(ε_min = 0), {BETTER} almost stochastic dominance (0 < ε_min < τ = {result.tau:g}), "
             f"{NONE} no significant dominance (ε_min ≥ τ). Avg/Std: mean and standard deviation of the "
-            f"per-utterance scores; ε_min values are in significance_{result.metric}.csv.")
+            f"per-utterance scores; ε_min values are in significance_{result.metric}.csv."
+            + (f" Scores: {result.provenance}." if result.provenance else ""))
 
 
 def markdown_table(result: SignificanceResult) -> str:
@@ -233,6 +235,7 @@ def significance_from_files(paths: Sequence[str | Path], metric: str, out_dir: s
     if metric not in METRICS:
         raise DmttsError(f"--metric {metric}: choose one of {' '.join(METRICS)}")
     scores: dict[str, list[float]] = {}
+    provenance: dict[str, list[str]] = {}
     for p in paths:
         name = system_name_from_path(p)
         if name in scores:
@@ -245,8 +248,26 @@ def significance_from_files(paths: Sequence[str | Path], metric: str, out_dir: s
             logger.warning("'%s' has fewer than 2 '%s' scores; system %s left out of this table", p, metric, name)
             continue
         scores[name] = values
+        described = _described(p, metric)
+        if described:
+            provenance.setdefault(described, []).append(name)
     if len(scores) < 2:
         raise DmttsError(f"fewer than two of the --scores files have '{metric}' scores; nothing to compare")
     result = compare_systems(scores, metric, alpha, tau, lower_is_better, num_bootstrap, seed=seed)
+    if len(provenance) == 1:
+        result.provenance = next(iter(provenance))
+    elif provenance:  # e.g. WERs after different text normalisers: say so in the table
+        logger.warning("the --scores files' %s come from different models/normalisers: %s", metric, provenance)
+        result.provenance = "; ".join(f"{', '.join(names)}: {d}" for d, names in provenance.items())
     write_significance(result, out_dir)
     return result
+
+
+def _described(scores_path: str | Path, metric: str) -> str:
+    """What produced ``metric`` in a scores file, from the ``models.json`` written next to it by
+    ``dmtts eval codec|tts`` (ASR and text normaliser for WER/WIL); empty when unknown."""
+    path = Path(scores_path).parent / "models.json"
+    try:
+        return str(json.loads(path.read_text()).get(metric, ""))
+    except (OSError, ValueError):
+        return ""
