@@ -21,7 +21,7 @@ from dmtts.errors import DmttsError
 
 def test_official_values_and_other_presets_unchanged():
     off = training_config("official")
-    assert off.loss.commitment_reduction == "mean"
+    assert off.loss.commitment_reduction == "mean" and not off.loss.commit_residual_gradient
     assert off.discriminator.mpd_channels == [32, 128, 512, 1024]
     assert off.discriminator.msd_spectral_norm_first
     assert off.discriminator.stft_normalized and not off.discriminator.stft_center
@@ -29,6 +29,7 @@ def test_official_values_and_other_presets_unchanged():
     for name in ("paper", "tiny"):
         cfg = training_config(name)
         assert cfg.loss.commitment_reduction == "sum" and cfg.distill.combine == "half"
+        assert cfg.loss.commit_residual_gradient
         d = cfg.discriminator
         assert not d.msd_spectral_norm_first and not d.stft_normalized and d.stft_center
         assert d.msd_layer_channels == d.msd_strides == d.msd_groups == []
@@ -52,6 +53,27 @@ def test_commitment_mean_over_levels_hand_computed():
         commitment_loss(out.commit_loss, 2, "max")
 
 
+@pytest.mark.parametrize("residual_gradient", [True, False])
+def test_commitment_gradient_through_residuals_hand_computed(residual_gradient):
+    """d/dx of sum_k mean((r_k - q_k)^2): every level reaches x when residuals keep their
+    gradient (dmtts); only level 1 when they are detached (public code)."""
+    rvq = ResidualVectorQuantizer(dim=2, n_q=2, codebook_size=2, kmeans_init=False, threshold_ema_dead_code=0)
+    rvq.layers[0].embed.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+    rvq.layers[1].embed.copy_(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+    rvq.eval()
+    rvq.residual_gradient = residual_gradient
+    x = torch.tensor([[[1.0, 3.0], [2.0, 0.5]]], requires_grad=True)
+    out = rvq(x)
+    out.commit_loss.backward()
+    # level 1 residual minus entry: (1, 2), (-1, .5); level 2: (1, 2) - (0, 1) = (1, 1), (-1, .5) - (0, 0)
+    # d mean(e^2) / d x = 2 e / 4 per level
+    level1 = torch.tensor([[1.0, -1.0], [2.0, 0.5]]) / 2
+    level2 = torch.tensor([[1.0, -1.0], [1.0, 0.5]]) / 2
+    expected = level1 + level2 if residual_gradient else level1
+    torch.testing.assert_close(x.grad[0], expected)
+    assert out.commit_loss.item() == pytest.approx((5 + 1.25) / 4 + (2 + 1.25) / 4)  # same value either way
+
+
 def test_trainer_uses_the_commitment_reduction():
     from dmtts.codec.train import CodecTrainer
 
@@ -61,6 +83,7 @@ def test_trainer_uses_the_commitment_reduction():
     for reduction in ("sum", "mean"):
         cfg = micro_config(loss={"commitment_reduction": reduction}, train={"adversarial_start_step": 5})
         trainer = CodecTrainer(cfg, "unused-exp-dir")
+        assert trainer.codec.quantizer.residual_gradient  # tiny: dmtts' rule
         stats[reduction] = trainer.train_step(batch)
     n_q = micro_config().model.n_q
     assert stats["mean"]["commit"] == pytest.approx(stats["sum"]["commit"] / n_q, rel=1e-5)

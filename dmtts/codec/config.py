@@ -104,6 +104,9 @@ class LossConfig:
     lambda_distill: float = PAPER_X
     # commitment over the RVQ levels: sum (paper eq. 9) | mean (public code: 1/8 of the sum)
     commitment_reduction: str = "sum"
+    # residuals of RVQ levels >= 2 keep their gradient to the encoder (dmtts) or are detached,
+    # so only level 1's commitment/distillation terms reach it (public code; dmtts/codec/rvq.py)
+    commit_residual_gradient: bool = True
 
 
 @dataclass
@@ -204,6 +207,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "lambda_mel": 1.0,
             "lambda_commit": 10.0,
             "commitment_reduction": "mean",
+            "commit_residual_gradient": False,
             "lambda_distill": 120.0,
         },
         "train": {"betas": [0.9, 0.99], "scheduler": "cosine", "max_steps": 300000},

@@ -20,6 +20,11 @@
   ``x + (sum_k q_k - x).detach()``. Each level's output returned for distillation is
   ``r_k + (q_k - r_k).detach()`` so that a loss on it reaches the encoder.
 * Commitment loss: ``sum_k mean((r_k - q_k.detach())^2)`` (paper eq. 9, summed over levels).
+  Every residual ``r_k = x - sum_{j<k} q_j`` keeps its gradient to the encoder, so every level's
+  commitment (and distillation) term reaches it. ``residual_gradient = False`` (the public
+  SpeechTokenizer code, ``loss.commit_residual_gradient: false``): ``r_{k+1}`` is detached, as
+  the public ``r_k - (r_k + (q_k - r_k).detach())`` is in effect, so only level 1's terms reach
+  the encoder; values and codes are the same either way.
 * DDP: the k-means result and the replacement vectors are broadcast from rank 0, and the EMA
   statistics (counts and sums) are all-reduced, so every rank holds identical codebooks.
 * ``n_q`` truncation: encode/decode/forward may use only the first ``n_q`` levels.
@@ -184,6 +189,7 @@ class ResidualVectorQuantizer(nn.Module):
                  threshold_ema_dead_code: float = 0.1):
         super().__init__()
         self.n_q, self.dim, self.codebook_size = n_q, dim, codebook_size
+        self.residual_gradient = True  # see the module docstring; set by the trainer from the config
         self.layers = nn.ModuleList(
             EuclideanCodebook(dim, codebook_size, decay, epsilon, kmeans_init, kmeans_iters, threshold_ema_dead_code)
             for _ in range(n_q)
@@ -227,6 +233,8 @@ class ResidualVectorQuantizer(nn.Module):
             quantized_sum = quantized_sum + q
             codes.append(idx.reshape(B, T))
             residual = residual - q.detach()
+            if not self.residual_gradient:
+                residual = residual.detach()
             if self.training:
                 replaced.append(layer.expire_codes_(r_det.float()))
         quantized = flat_x + (quantized_sum - flat_x).detach()

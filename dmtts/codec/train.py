@@ -76,6 +76,7 @@ class CodecTrainer:
             torch.set_num_threads(cfg.train.num_threads)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.codec = DMCodec(cfg.model).to(self.device)
+        self.codec.quantizer.residual_gradient = cfg.loss.commit_residual_gradient
         self.distiller = Distiller(cfg.distill, cfg.model.dimension).to(self.device)
         self.gen = Generator(self.codec, self.distiller)
         self.disc = Discriminators(cfg.discriminator).to(self.device)
