@@ -119,6 +119,8 @@ def _load_checkpoint(path: Path) -> dict:
         state = state["generator"]  # a trainer package (generator + discriminators + ...)
     if not isinstance(state, dict) or not state:
         raise DmttsError(f"'{path}' holds no state dict: pass the released generator checkpoint (.pt)")
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
