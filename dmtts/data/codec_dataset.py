@@ -4,6 +4,9 @@
   depend on worker processes or on how many batches came before: together with the sampler
   position (epoch, batches consumed) this makes resumption exact.
 * Cuts shorter than the crop are zero-padded (``lengths`` holds the real sample counts).
+* Windows written by ``dmtts segment`` (``cut.custom["window"]``) carry the LM states of their
+  own transcript, so they are used whole: a window longer than the crop is an error, since
+  cropping it would distil text that is not in the crop again.
 * Teacher features (optional): ``cut.lm_feats`` (``(n_tokens, D_lm)``, whole utterance; text
   cannot be cropped) and ``cut.sm_feats`` (``(T_sm, D_sm)`` TemporalArray), whose frames are
   cropped to the same time span as the audio.
@@ -51,6 +54,9 @@ class CodecCropDataset(Dataset):
             cut = cut.resample(self.sample_rate)
         duration = cut.duration
         crop = self.crop_seconds
+        if (cut.custom or {}).get("window") is not None and duration > crop + 1e-3:
+            raise DmttsError(f"cut '{cut.id}' is a {duration:g} s window from `dmtts segment` but data.crop_seconds "
+                             f"is {crop:g}: set data.crop_seconds to the window length so windows are used whole")
         start = 0.0
         if duration > crop and self.random_crop:
             n_total = int(duration * self.sample_rate) - self.crop_samples
