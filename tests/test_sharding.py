@@ -276,3 +276,40 @@ def test_teacher_extraction_interrupted_in_one_process_then_finished_by_two_rank
     _assert_same_output(tmp_path / "one" / name, out / name, ["lm_feats", "sm_feats"])
     skipped = (out / "small_cuts_skipped.jsonl").read_text().splitlines()
     assert [json.loads(line)["cut_id"] for line in skipped] == ["u5"]
+
+
+def test_recipe_launcher_passes_the_multi_node_options_to_torchrun(tmp_path):
+    """egs_tools/common.sh: dmtts_dist picks dmtts / torchrun --standalone / static multi-node
+    rendezvous; only node 0 writes step markers (a fake torchrun and dmtts print their arguments)."""
+    for tool in ("torchrun", "dmtts"):
+        (tmp_path / tool).write_text(f'#!/usr/bin/env bash\necho "{tool} $*"\n')
+        (tmp_path / tool).chmod(0o755)
+    script = tmp_path / "t.sh"
+    script.write_text(f"""#!/usr/bin/env bash
+set -eu
+done_dir={tmp_path}/done
+. {REPO}/egs_tools/common.sh
+num_gpus=1; num_nodes=1; node_rank=0; master_addr=node0; master_port=29511
+dmtts_dist tokenize --cuts a
+num_gpus=4
+dmtts_dist tokenize --cuts a
+num_nodes=2; node_rank=1
+dmtts_dist codec train --config c
+mark_done x; stage_done x || echo "node 1 wrote no marker"
+node_rank=0; mark_done x; stage_done x && echo "node 0 marked x"
+node_rank=1; wait_done x && echo "node 1 saw x"
+""")
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "dmtts tokenize --cuts a",
+        "torchrun --standalone --nproc-per-node 4 -m dmtts.cli tokenize --cuts a",
+        "torchrun --nnodes 2 --node-rank 1 --master-addr node0 --master-port 29511 --nproc-per-node 4 -m dmtts.cli "
+        "codec train --config c",
+        "node 1 wrote no marker", "node 0 marked x", "node 1 saw x"]
+    for recipe in ("librispeech_codec", "libriheavy"):
+        help_text = subprocess.run([str(REPO / "recipes" / recipe / "run.sh"), "--help"], capture_output=True,
+                                   text=True).stdout
+        for option in ("--num-gpus", "--num-nodes", "--node-rank", "--master-addr", "--master-port"):
+            assert option in help_text, (recipe, option)
