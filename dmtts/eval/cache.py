@@ -125,5 +125,12 @@ class ScoreCache:
         name = f"u{unit:06d}-{digest(*sorted(f'{u}|{k}' for u, k, _ in records), size=12)}.json"
         path = self._system_dir(system) / name
         atomic_write_text(path, json.dumps({"format_version": FORMAT_VERSION, "system": system,
-                                            "records": records}) + "\n")
+                                            "records": records}, default=_plain) + "\n")
         return path
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (a backend may return ``np.float32``) as Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot store a {type(value).__name__} in the score cache")
