@@ -8,38 +8,13 @@ import soundfile as sf
 import torch
 
 from dmtts.cli import main
+from synthesis_fixtures import make_tiny_tts_models
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A random tiny codec + random tiny AR/NAR models exported like training does."""
-    from dmtts.codec.model import DMCodec
-    from dmtts.text.phonemizer import Phonemizer
-    from dmtts.text.symbols import SymbolTable
-    from dmtts.tts.config import TTSModelConfig, TTSTrainConfig
-    from dmtts.tts.export import export_model
-    from dmtts.tts.frontend import TTSText
-    from dmtts.tts.model import build_model
-
-    root = tmp_path_factory.mktemp("tts_models")
-    torch.manual_seed(0)
-    codec = DMCodec.from_preset("tiny")
-    codec.save_pretrained(root / "codec")
-    ph = Phonemizer("en-us").phonemize_batch(["Hello world, this is a test.", "The quick brown fox jumps."])
-    SymbolTable.from_sequences(ph).to_file(root / "symbols.txt")
-    text = TTSText("phonemes", root / "symbols.txt")
-    cfg = TTSTrainConfig()
-    mcfg = TTSModelConfig(n_layers=1, n_heads=2, d_model=32, ffn_dim=64, codebook_size=codec.config.codebook_size,
-                          n_q=codec.config.n_q, text_vocab_size=text.vocab_size)
-    cfg.training.max_len_ratio = 4.0
-    for kind in ("ar", "nar"):
-        export_model(build_model(kind, mcfg), kind, mcfg, text, cfg, root / kind)
-    prompt = root / "prompt.wav"
-    t = np.arange(int(2.5 * 16000)) / 16000
-    sf.write(prompt, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
-    short = root / "short.wav"
-    sf.write(short, np.zeros(8000, dtype=np.float32), 16000)
-    return {"root": root, "codec": root / "codec", "ar": root / "ar", "nar": root / "nar", "prompt": prompt, "short": short}
+    return make_tiny_tts_models(tmp_path_factory.mktemp("tts_models"))
 
 
 def _args(m, *extra):

@@ -170,11 +170,13 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
         with gr.Row():
             with gr.Column():
                 prompt = gr.Audio(value=str(default_prompt) if default_prompt else None, sources=["upload", "microphone"],
-                                  type="numpy", label="Prompt: record or upload the target voice", elem_id="prompt_audio")
+                                  type="numpy", label="Prompt: record or upload the target voice", elem_id="prompt_audio",
+                                  buttons=["download"])
                 start = gr.Slider(0.0, 30.0, value=0.0, step=0.1, label="Prompt start (s); 3 s from here are used",
                                   elem_id="prompt_start")
                 cut_info = gr.Markdown(elem_id="prompt_info")
-                cut = gr.Audio(label="Prompt used (3 s)", interactive=False, type="numpy", elem_id="prompt_cut")
+                cut = gr.Audio(label="Prompt used (3 s)", interactive=False, type="numpy", elem_id="prompt_cut",
+                               buttons=["download"])
                 prompt_text = gr.Textbox(value=default_prompt_text or "", label="Prompt transcript (automatic; edit it if wrong)",
                                          elem_id="prompt_text")
             with gr.Column():

@@ -355,14 +355,14 @@ def normalize_english(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # A full stop after one of these words does not end a sentence ("Dr. Smith", "e.g. apples").
 _NON_FINAL_ABBREVIATIONS = {a.lower() for a in _ABBREVIATIONS if a not in ("etc", "Inc", "Ltd", "Co", "Corp")} | {
-    "st", "no", "e.g", "i.e", "cf", "vol", "fig", "ch", "pp",
+    "st", "e.g", "i.e", "cf", "vol", "fig", "ch", "pp",
 }
 # Sentence end: terminal punctuation, optional closing quotes/brackets, whitespace.
 _RE_SENTENCE_END = re.compile(r"([.!?…]+[\"')\]]*)\s+")
 _RE_CLAUSE_END = re.compile(r"[,;:]\s+")
 
 
-def _ends_with_abbreviation(chunk: str) -> bool:
+def _ends_with_abbreviation(chunk: str, following: str = "") -> bool:
     """True when the full stop closing ``chunk`` belongs to an abbreviation or an initial."""
     if not chunk.endswith("."):
         return False
@@ -370,6 +370,8 @@ def _ends_with_abbreviation(chunk: str) -> bool:
     if not last:
         return False
     if last.lower() in _NON_FINAL_ABBREVIATIONS:
+        return True
+    if last.lower() == "no" and following[:1].isdigit():  # "No. 7", but "No. It was."
         return True
     return len(last) == 1 and last.isalpha() and last.isupper()  # an initial: "J. R. R. Tolkien"
 
@@ -397,7 +399,8 @@ def split_sentences(text: str, max_words: int = 40, min_words: int = 3) -> list[
             current = f"{current} {chunk}".strip() if current else chunk
             start = m.end()
             # a lower-case word next continues the sentence ("at 5 p.m. today", "etc. and")
-            if not _ends_with_abbreviation(chunk) and not paragraph[start : start + 1].islower():
+            following = paragraph[start : start + 1]
+            if not _ends_with_abbreviation(chunk, following) and not following.islower():
                 pieces.append(current)
                 current = ""
         tail = paragraph[start:].strip()

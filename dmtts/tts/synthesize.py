@@ -511,6 +511,9 @@ def synthesize_pairs(args) -> Path:
         by_item = {id(it): res for (it, _), res in zip(items, results)}
         for index, c, outs in pending:
             records = []
+            # the prompt crop, kept to listen to next to the outputs (report.html plays it)
+            prompt_path = out_dir / "prompts" / f"{c.id}.wav"
+            save_audio(prompt_path, outs[0][0].prompt_wav, synth.sample_rate)
             for item, rep in outs:
                 res = by_item[id(item)]
                 path = out_dir / f"{item.name}.wav"
@@ -522,7 +525,8 @@ def synthesize_pairs(args) -> Path:
                     "target_text": item.text, "prompt_text": item.prompt_text,
                     "prompt_text_source": "pairs" if c.custom.get("prompt_text") else "asr",
                     "prompt_cut_id": c.custom.get("prompt_cut_id"), "prompt_recording_id": _recording_id(c.custom["prompt_recording"]),
-                    "prompt_offset": c.custom.get("prompt_offset"), "prompt_duration": round(len(item.prompt_wav) / synth.sample_rate, 3),
+                    "prompt_offset": c.custom.get("prompt_offset"), "prompt_path": str(prompt_path.resolve()),
+                    "prompt_duration": round(len(item.prompt_wav) / synth.sample_rate, 3),
                     "failure": res.failure, "retries": len(res.attempts) - 1, "attempts": res.attempts,
                 })
             unit.add(index, c.id, {"outputs": records})
