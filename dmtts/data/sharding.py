@@ -61,14 +61,16 @@ Use from a stage::
         n = job.write_merged(OUT / "out.jsonl.gz")       # input order, atomic
     ctx.close()
 
-Inputs are lhotse JSONL manifests read with ``load_manifest_lazy`` (items are cuts, ids are
-``cut.id``); ``reader=read_json_lines`` reads plain JSON lines with an ``"id"`` key instead.
+Inputs are JSON-lines files (``.jsonl`` / ``.jsonl.gz``): lhotse manifests by default (items
+are cuts, ids ``cut.id``), or plain JSON objects with an ``"id"`` key with
+``reader=read_json_lines``. Every rank streams the file but parses only its own lines.
 Records must be JSON-serialisable dicts. Tests can set ``DMTTS_SHARD_KILL_AFTER_UNITS=N`` (or
 ``N:RANK``) to SIGKILL a rank right after its N-th commit, simulating a crash.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import datetime
 import gzip
@@ -245,8 +247,23 @@ def read_json_lines(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def _decode_lhotse_line(line: str) -> Any:
+    from lhotse.serialization import deserialize_item
+
+    return deserialize_item(json.loads(line))
+
+
+# Readers of JSON-lines files: ``todo()`` reads their lines itself and decodes only this rank's
+# (a rank of 128 parses 1/128 of Libri-Heavy instead of all of it).
+_LINE_DECODERS: dict[Callable, Callable[[str], Any]] = {}
+
+
 def item_id(item: Any) -> str:
     return item["id"] if isinstance(item, dict) else item.id
+
+
+_LINE_DECODERS[read_lhotse_items] = _decode_lhotse_line
+_LINE_DECODERS[read_json_lines] = json.loads
 
 
 def _open_text(path: Path):
@@ -327,6 +344,9 @@ class ShardedJob:
         self._kill_after = self._parse_kill_env()
         if not self.input_path.is_file():
             raise DmttsError(f"{input_flag} '{self.input_path}' does not exist or is not a file")
+        if not self.input_path.name.endswith((".jsonl", ".jsonl.gz")):
+            raise DmttsError(f"{input_flag} '{self.input_path}': sharded stages read JSON-lines manifests "
+                             "(.jsonl or .jsonl.gz); convert it with lhotse (CutSet.from_file(x).to_file('x.jsonl.gz'))")
         # Rank 0 validates and cleans up while the others wait; its verdict (meta or an error
         # message) is broadcast so that every rank fails the same way instead of hanging.
         verdict = None
@@ -435,11 +455,23 @@ class ShardedJob:
     def todo(self) -> Iterator[tuple[int, Any]]:
         """This rank's items that are not done yet, as ``(input position, item)``, lazily, in input order."""
         index = -1
-        for index, item in enumerate(self.reader(self.input_path)):
-            if index >= self.num_items:
-                break
-            if self.ctx.owns(index) and not self.done[index]:
-                yield index, item
+        decode = _LINE_DECODERS.get(self.reader)
+        if decode is not None:  # a JSON-lines reader: only this rank's lines are parsed
+            with _open_text(self.input_path) as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    index += 1
+                    if index >= self.num_items:
+                        break
+                    if self.ctx.owns(index) and not self.done[index]:
+                        yield index, decode(line)
+        else:
+            for index, item in enumerate(self.reader(self.input_path)):
+                if index >= self.num_items:
+                    break
+                if self.ctx.owns(index) and not self.done[index]:
+                    yield index, item
         if index + 1 != self.num_items:
             raise DmttsError(f"{self.input_flag} '{self.input_path}' changed while it was being processed "
                              f"({index + 1} items read, {self.num_items} expected)")
@@ -494,11 +526,11 @@ class ShardedJob:
     def merged(self) -> Iterator[tuple[int, str, dict]]:
         """Every committed ``(index, id, record)`` in input order; a position committed twice is
         kept once; a cut id at two positions is a ``DmttsError`` (raised at the end)."""
-        hashes = []
+        hashes = array.array("Q")  # 8 bytes per cut, not a set of id strings
         for item in self._merge_streams():
             hashes.append(_id_hash(item[1]))
             yield item
-        self._check_unique_ids(np.array(hashes, dtype=np.uint64))
+        self._check_unique_ids(np.frombuffer(hashes, dtype=np.uint64) if hashes else np.zeros(0, np.uint64))
 
     def _merge_streams(self) -> Iterator[tuple[int, str, dict]]:
         """k-way merge of the (run, rank) streams; each stream's units are in increasing position order."""
