@@ -176,7 +176,7 @@ fi
 
 if run_stage 10 && [ -f exp/report.md ]; then
   cat exp/report.md
-  log "Report: $(pwd)/exp/report.md; mel spectrograms: $(pwd)/exp/codec/eval/*.png"
+  log "Report: $(pwd)/exp/report.md; to listen: open $(pwd)/exp/report.html (players + figures, files in exp/report_files/)"
 fi
 
 if [ "${scale}" = quality ] && run_stage 11 && ! stage_done pretrained; then
