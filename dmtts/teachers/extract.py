@@ -1,6 +1,8 @@
 """Batched, resumable teacher-feature extraction over a lhotse ``CutSet``, one process or sharded
-over torchrun ranks (``dmtts.data.sharding``: rank ``r`` of ``W`` takes the cuts at input
-positions ``i % W == r``; the manifest is streamed, never loaded whole).
+over torchrun ranks (``dmtts.data.sharding``; the manifest is streamed, never loaded whole).
+A batch is a block of ``batch_size`` consecutive input positions and rank ``r`` of ``W`` takes
+blocks ``k`` with ``k % W == r``: the teachers see the same batches (the same padding) for any
+number of processes, so the features are bit-identical whatever the world size.
 
 For an input manifest ``IN = .../<name>.jsonl.gz`` and ``--output-dir OUT`` it writes::
 
@@ -14,7 +16,7 @@ For an input manifest ``IN = .../<name>.jsonl.gz`` and ``--output-dir OUT`` it w
     OUT/<name>_feats/sm_feats.<unit>.h5
     OUT/<name>_feats/progress/          commit markers of the units + meta.json (input sha256, settings)
 
-Work is committed in units of ``shard_size`` cuts per rank: a unit's HDF5 files are closed and
+Work is committed in units of whole batches, about ``shard_size`` cuts: a unit's HDF5 files are closed and
 synced, then its marker is written atomically; only committed units count as done. A re-run,
 with any number of ranks, skips every cut of a committed unit and discards HDF5 files of units
 that never committed. Ctrl-C / SIGTERM (and any error) commits the cuts finished so far before
@@ -108,39 +110,31 @@ def _load_cut_audio(cut) -> tuple[Any, np.ndarray | None, str | None]:
 
 
 class _AudioBatches:
-    """Iterable of batches ``({cut_id: input position}, [(cut, wav|None, error|None), ...])`` of this
-    rank's remaining cuts; shards batches across DataLoader workers."""
+    """Iterable of batches ``({cut_id: input position}, [(cut, wav|None, error|None), ...])``, one per
+    block of this rank's remaining cuts; shards the batches across DataLoader workers."""
 
-    def __init__(self, todo: Callable[[], Iterator[tuple[int, Any]]], batch_size: int):
-        self.todo = todo
-        self.batch_size = batch_size
+    def __init__(self, todo_blocks: Callable[[], Iterator[list[tuple[int, Any]]]]):
+        self.todo_blocks = todo_blocks
 
     def __iter__(self) -> Iterator[tuple[dict[str, int], list]]:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        batch, number = {}, 0
-        for index, cut in self.todo():
-            if cut.id in batch:
-                raise DmttsError(f"the input manifest has the cut id '{cut.id}' twice; cut ids must be unique")
-            batch[cut.id] = (index, cut)
-            if len(batch) == self.batch_size:
-                if number % nw == wid:
-                    yield self._load(batch)
-                batch, number = {}, number + 1
-        if batch and number % nw == wid:
-            yield self._load(batch)
-
-    @staticmethod
-    def _load(batch: dict[str, tuple[int, Any]]) -> tuple[dict[str, int], list]:
-        return {cid: index for cid, (index, _) in batch.items()}, [_load_cut_audio(c) for _, c in batch.values()]
+        for number, block in enumerate(self.todo_blocks()):
+            if number % nw != wid:
+                continue
+            index_of = {cut.id: index for index, cut in block}
+            if len(index_of) != len(block):
+                dup = next(c.id for _, c in block if sum(d.id == c.id for _, d in block) > 1)
+                raise DmttsError(f"the input manifest has the cut id '{dup}' twice; cut ids must be unique")
+            yield index_of, [_load_cut_audio(cut) for _, cut in block]
 
 
-def _batch_iterator(todo, batch_size: int, num_workers: int):
+def _batch_iterator(todo_blocks, num_workers: int):
     import torch.utils.data
 
-    ds = _AudioBatches(todo, batch_size)
+    ds = _AudioBatches(todo_blocks)
     if num_workers <= 0:
         return iter(ds)
 
@@ -314,7 +308,7 @@ def extract_teacher_features(
 
     # --- resume bookkeeping: rank 0 checks the settings and cleans up, the others wait
     job = ShardedJob(cuts_path, paths["progress_dir"], ctx, settings=settings, overwrite=overwrite,
-                     data_dir=paths["feats_dir"])
+                     data_dir=paths["feats_dir"], block_size=batch_size)
     if ctx.is_main:
         if overwrite:
             for key in ("cuts", "skipped"):
@@ -338,7 +332,7 @@ def extract_teacher_features(
     try:
         with sigterm_as_interrupt():
             if job.num_todo:
-                for index_of, items in _batch_iterator(job.todo, batch_size, num_workers):
+                for index_of, items in _batch_iterator(job.todo_blocks, num_workers):
                     results, bad = _process_batch(items, lm, sm, asr)
                     for cut_id, reason in bad:
                         log.warning("skipping cut %s: %s", cut_id, reason)
@@ -347,9 +341,10 @@ def extract_teacher_features(
                         if shard is None:
                             shard = _Shard(job, lm is not None, sm is not None)
                         shard.add(index_of[cut.id], cut, lf, sf, sm_frame_shift, text)
-                        if len(shard) >= shard_size:
-                            computed += shard.commit()
-                            shard = None
+                    # commit whole batches only: a resumed run never splits a batch differently
+                    if shard is not None and len(shard) >= shard_size:
+                        computed += shard.commit()
+                        shard = None
                     bar.update(len(items))
                     if skipped:
                         bar.set_postfix(skipped=len(skipped), refresh=False)

@@ -1,10 +1,11 @@
 """``dmtts tokenize``: encode cuts into codec codes (int16 ``(T, n_q)``, ``cut.codes``).
 
-Runs as one process or sharded over torchrun ranks (``dmtts.data.sharding``): rank ``r`` of
-``W`` encodes the cuts at input positions ``i % W == r``, streaming the manifest. A rank packs
-its cuts into units of ``chunk_size``; inside a unit cuts are sorted by duration and encoded in
-batches of about ``batch_duration`` seconds, without padding (``DMCodec.encode_batch``: a cut's
-codes equal encoding it alone, so the world size never changes a code).
+Runs as one process or sharded over torchrun ranks (``dmtts.data.sharding``), streaming the
+manifest: the cuts are cut into chunks of ``chunk_size`` consecutive input positions, and rank
+``r`` of ``W`` takes chunks ``k`` with ``k % W == r``. A chunk is sorted by duration and encoded
+in batches of about ``batch_duration`` seconds, without padding (``DMCodec.encode_batch``: a
+cut's codes equal encoding it alone); as chunks do not depend on the world size, neither do the
+batches, so every number of processes writes the same codes. A chunk is one commit unit.
 
 Outputs, for ``--cuts IN/<name>.jsonl.gz`` and ``--output-dir OUT``::
 
@@ -141,7 +142,7 @@ def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, de
     settings = {"n_q": codec.n_q, "sample_rate": codec.sample_rate, "codec_sha256": codec_digest(codec)}
     close_cached_file_handles()  # lhotse keeps HDF5 files open for reading; ours are about to change
     job = ShardedJob(cuts_path, paths["progress_dir"], ctx, settings=settings, overwrite=overwrite,
-                     data_dir=paths["codes_dir"])
+                     data_dir=paths["codes_dir"], block_size=chunk_size)
     if job.num_done:
         logger.info("resuming: %d cuts already tokenized in %s", job.num_done, paths["codes_dir"])
 
@@ -169,23 +170,17 @@ def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, de
             bar.update(len(batch))
 
     desc = f"tokenize {paths['cuts'].name}" + (f" (rank 0 of {ctx.world_size})" if ctx.is_distributed else "")
-    chunk: list = []
     with tqdm(desc=desc, total=job.num_todo, unit="cut", disable=not progress or not ctx.is_main) as bar:
         finished = False
         try:
             with sigterm_as_interrupt():
-                seen: set[str] = set()
-                for index, cut in job.todo():
-                    if cut.id in seen:
-                        raise DmttsError(f"--cuts '{cuts_path}' has duplicate cut id '{cut.id}': codes are stored by cut id")
-                    seen.add(cut.id)
-                    chunk.append((index, cut))
-                    if len(chunk) >= chunk_size:
-                        encode_chunk(chunk, bar)
-                        chunk, seen = [], set()
-                        commit()
-                encode_chunk(chunk, bar)
-                chunk = []
+                for chunk in job.todo_blocks():
+                    ids = [cut.id for _, cut in chunk]
+                    if len(set(ids)) != len(ids):
+                        dup = next(i for i in ids if ids.count(i) > 1)
+                        raise DmttsError(f"--cuts '{cuts_path}' has duplicate cut id '{dup}': codes are stored by cut id")
+                    encode_chunk(chunk, bar)
+                    commit()
                 finished = True
         finally:
             n = commit()  # Ctrl-C, SIGTERM or an error: keep the cuts already encoded
