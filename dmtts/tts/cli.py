@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--cuts", required=True, help="input cuts (.jsonl.gz)")
     p.add_argument("--output-dir", required=True, help="where the tokenized cuts and the codes go")
     p.add_argument("--batch-duration", type=float, default=60.0, help="seconds of audio per encoder batch (default 60)")
-    p.add_argument("--chunk-size", type=int, default=2000,
-                   help="cuts per commit unit (sorted by duration into batches); a hard kill loses at most one (default 2000)")
+    p.add_argument("--chunk-size", type=int, default=1000,
+                   help="consecutive cuts per chunk: sorted by duration into batches, committed together, the unit "
+                   "of work of a torchrun rank; a hard kill loses at most one per rank (default 1000)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto; under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--overwrite", action="store_true", help="discard codes from an earlier run in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

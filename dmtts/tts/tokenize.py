@@ -120,7 +120,7 @@ class _Encoder:
 
 
 def tokenize_cuts(codec, cuts_path, output_dir, batch_duration: float = 60.0, device="cpu", progress=True,
-                  chunk_size: int = 2000, ctx=None, overwrite: bool = False) -> Path:
+                  chunk_size: int = 1000, ctx=None, overwrite: bool = False) -> Path:
     """Tokenize ``cuts_path`` into ``output_dir`` (see the module doc); returns the output manifest.
 
     ``ctx`` is this process's ``ShardContext`` (default: one process). Every rank calls this; the
