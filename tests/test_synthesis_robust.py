@@ -208,6 +208,34 @@ def test_text_file_errors(models, tmp_path, capsys):
     assert "exactly one of --text, --text-file or --pairs" in capsys.readouterr().err
 
 
+# -- the web app's prompt handling (the page itself: tests/test_browser.py) ---------------------
+def test_serve_cuts_the_prompt_and_says_which_part(models, tmp_path):
+    from dmtts.errors import DmttsError
+    from dmtts.serve.app import SynthesisService
+
+    service = SynthesisService(models["ar"], models["nar"], models["codec"], asr="none", out_dir=tmp_path)
+    sr = 44100  # what a browser records: int16, stereo, 44.1 kHz
+    t = np.arange(5 * sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 200 * t) * 32767).astype(np.int16)
+    stereo = np.stack([tone, tone], axis=1)
+    piece, info = service.cut_prompt((sr, stereo), 1.0)
+    assert info == "Prompt: 1.00–4.00 s of the 5.00 s recording (3.00 s used)."
+    assert piece.dtype == np.float32 and len(piece) == 3 * 16000 and 0.25 < np.abs(piece).max() < 0.35
+    assert service.cut_prompt((sr, stereo), 4.5)[1].startswith("Prompt: 2.00–5.00 s")  # keeps 3 s
+    for audio, start, message in [(None, 0, "no prompt"), ((sr, stereo), 6.0, "outside the 5.00 s recording"),
+                                  ((sr, stereo[: sr // 2]), 0, "at least 1 s")]:
+        with pytest.raises(DmttsError, match=message):
+            service.cut_prompt(audio, start)
+    with pytest.raises(DmttsError, match="--asr none"):
+        service.transcribe(piece)
+    with pytest.raises(DmttsError, match="the text to synthesize is empty"):
+        service.synthesize(piece, "hello there", "  ")
+    path, note = service.synthesize(piece, "The quick brown fox.", "Hello world, this is a test. The quick brown fox "
+                                    "jumps.", max_retries=0)
+    assert path.parent == tmp_path and sf.info(str(path)).samplerate == 16000
+    assert ", 2 sentences" in note
+
+
 # -- pairs: missing prompt transcripts ---------------------------------------------------------
 def _pairs_without_transcripts(tmp_path, prompt_wav):
     from lhotse import CutSet, MonoCut, Recording, SupervisionSegment

@@ -163,7 +163,6 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
             return None, _error_text(e)
         return str(path), note
 
-    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: offline
     with gr.Blocks(title="dmtts: zero-shot TTS") as app:
         gr.Markdown("# dmtts: zero-shot speech synthesis\n"
                     f"AR `{service.dirs['ar']}` · NAR `{service.dirs['nar']}` · codec `{service.dirs['codec']}`")
@@ -199,8 +198,14 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
                      [result, status])
         if default_prompt:
             app.load(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status])
-    app.dmtts_theme = theme
     return app
+
+
+def offline_theme():
+    """Gradio's default look with system fonts: the page fetches nothing from the internet."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])
 
 
 def serve(args) -> None:
@@ -232,5 +237,5 @@ def serve(args) -> None:
     app = build_app(service, prompt, prompt_text)
     logger.info("serving on http://%s:%d (Ctrl-C to stop); outputs in %s", args.host, args.port, service.out_dir)
     app.queue().launch(server_name=args.host, server_port=args.port, show_error=False, quiet=False,
-                       theme=app.dmtts_theme, ssr_mode=False, allowed_paths=[str(service.out_dir)],
-                       prevent_thread_lock=getattr(args, "no_block", False), footer_links=[])
+                       theme=offline_theme(), ssr_mode=False, allowed_paths=[str(service.out_dir)],
+                       footer_links=[])
