@@ -206,6 +206,15 @@ def test_text_file_errors(models, tmp_path, capsys):
     assert "--text-file needs --prompt-audio and --out-dir" in capsys.readouterr().err
     assert main(_args(models, models["ar"], "--text", "Hi.", "--text-file", str(empty), "--out", "x.wav")) == 2
     assert "exactly one of --text, --text-file or --pairs" in capsys.readouterr().err
+    for flag, value in (("--batch-size", "0"), ("--sentence-pause", "-1"), ("--max-loop-seconds", "0")):
+        assert main(_args(models, models["ar"], "--text", "Hi there you.", "--out", str(tmp_path / "x.wav"), flag, value)) == 2
+        assert flag in capsys.readouterr().err
+    assert main(_args(models, models["ar"], "--text", "Hi there you.", "--out", str(tmp_path / "x.wav"),
+                      "--duration-range", "2", "3")) == 2
+    assert "LOW < 1 < HIGH" in capsys.readouterr().err
+    assert main(_args(models, models["ar"], "--text", "Hi there you.", "--out", str(tmp_path / "x.wav"),
+                      "--max-retries", "-1")) == 2
+    assert "--max-retries must be >= 0" in capsys.readouterr().err
 
 
 # -- the web app's prompt handling (the page itself: tests/test_browser.py) ---------------------

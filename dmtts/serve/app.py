@@ -213,6 +213,12 @@ def serve(args) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     from dmtts.utils import require_dir
 
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise DmttsError("dmtts serve needs Gradio: install it with "
+                         "'.venv/bin/pip install -c constraints.txt -r requirements.txt' (or 'make venv')") from None
+
     defaults = default_model_dirs()
     dirs = {}
     for key in ("ar", "nar", "codec"):

@@ -589,6 +589,10 @@ def _make_synth(args) -> Synthesizer:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-words", args.max_words, 1),
+                             ("--sentence-pause", args.sentence_pause, 0), ("--max-loop-seconds", args.max_loop_seconds, 0)):
+        if value < low or (flag == "--max-loop-seconds" and value == 0):
+            raise DmttsError(f"{flag} {value}: must be {'> 0' if flag == '--max-loop-seconds' else f'>= {low}'}")
     lo, hi = args.duration_range
     if not 0 < lo < 1 < hi:
         raise DmttsError(f"--duration-range {lo} {hi}: give LOW < 1 < HIGH, e.g. 0.5 2.0")
