@@ -293,6 +293,48 @@ def test_pairs_transcribe_missing_prompt_texts_by_default(models, tmp_path, caps
     assert [json.loads(x) for x in (tmp_path / "synth" / "manifest.jsonl").read_text().splitlines()] == records
 
 
+def test_pairs_under_torchrun_equal_one_process_and_resume_with_another_world_size(models, tmp_path):
+    """Two gloo ranks write the same audio and manifest as one process (each batch of pairs has
+    its own seed); a rank whose work was lost is redone by a one-process rerun."""
+    import os
+    import subprocess
+    import sys
+
+    from lhotse import CutSet
+
+    pairs = _pairs_without_transcripts(tmp_path, models["prompt"])
+    texts = ["Hello world.", "This is a test.", "The quick brown fox jumps.", "Hello there, world.", "A test."]
+    cuts = [c for c in CutSet.from_file(pairs)]
+    cuts = [c.with_id(f"tgt{i}") for i, c in enumerate(cuts * 3)][:5]
+    for c, text in zip(cuts, texts):
+        c.custom = dict(c.custom, prompt_text="The quick brown fox.", target_text=text)
+    CutSet.from_cuts(cuts).to_file(pairs)
+    args = [str(a) for a in ("synthesize", "--ar", models["ar"], "--nar", models["nar"], "--codec", models["codec"],
+                             "--pairs", pairs, "--batch-size", "2", "--device", "cpu")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "dmtts.cli", *args, "--out-dir", str(tmp_path / "two")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert main(args + ["--out-dir", str(tmp_path / "one")]) == 0
+
+    def manifest(d):
+        return [{k: v for k, v in json.loads(x).items() if k not in ("path", "prompt_path")}
+                for x in (tmp_path / d / "manifest.jsonl").read_text().splitlines()]
+
+    assert [r["id"] for r in manifest("two")] == [f"tgt{i}" for i in range(5)]
+    assert manifest("two") == manifest("one")
+    for i in range(5):
+        assert np.array_equal(sf.read(tmp_path / "two" / f"tgt{i}.wav")[0], sf.read(tmp_path / "one" / f"tgt{i}.wav")[0])
+    # rank 1 (blocks 1: tgt2, tgt3) "crashed" before committing: one process finishes the job
+    progress = tmp_path / "two" / "progress"
+    for p in progress.glob("run0000-rank00001-*"):
+        p.unlink()
+    (tmp_path / "two" / "tgt2.wav").unlink()
+    assert main(args + ["--out-dir", str(tmp_path / "two")]) == 0
+    assert manifest("two") == manifest("one") and (tmp_path / "two" / "tgt2.wav").is_file()
+
+
 # -- the issue's paragraph on the shipped demo models ------------------------------------------
 PARAGRAPH = ("On the fifth of January, old Peter arrived at the public library. Dr. Smith paid $3.50 for a cup of "
              "tea, e.g. the green one. The temperature dropped to 25.2 degrees before midnight. Eleanor counted "

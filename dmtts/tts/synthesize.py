@@ -442,6 +442,7 @@ def _recording_id(rec) -> str | None:
 
 
 PAIRS_UNIT = 32  # pairs per commit unit: a hard kill loses at most this many
+BLOCK_SEED_STRIDE = 1000  # seeds of consecutive batches of pairs; retries use the seeds in between
 
 
 def _check_pairs(path: str, asr_spec: str | None) -> int:
@@ -469,8 +470,10 @@ def _check_pairs(path: str, asr_spec: str | None) -> int:
 def synthesize_pairs(args) -> Path:
     """``dmtts synthesize --pairs PAIRS --out-dir DIR``: one wav per pair (and repeat) + manifest.
 
-    Sharded under torchrun (``dmtts.data.sharding``): pair ``i`` goes to rank ``i % world_size``,
-    each rank commits its finished pairs in units under ``DIR/progress/``, rank 0 merges them into
+    Sharded under torchrun (``dmtts.data.sharding``): the pairs are cut into blocks of one batch
+    (``--batch-size // --repeats`` consecutive pairs), block ``b`` goes to rank ``b % world_size``
+    and samples from seed ``--seed + 1000 b``, so every world size writes the same audio. Each rank
+    commits its finished pairs in units under ``DIR/progress/``; rank 0 merges them into
     ``DIR/manifest.jsonl`` in the pair order. A rerun (any world size) skips committed pairs.
     """
     from tqdm import tqdm
@@ -493,29 +496,44 @@ def synthesize_pairs(args) -> Path:
                                               "prompt_seconds", "dtype", "ras", "ras_window", "ras_threshold",
                                               "max_retries")}
     settings.update({k: str(Path(getattr(args, k)).resolve()) for k in ("ar", "nar", "codec")}, checks=synth.checks.to_dict())
+    # one batch = one block of consecutive pairs, sampled from a seed of its own: every world size
+    # makes the same batches with the same seeds, so the audio does not depend on the sharding
+    pairs_per_batch = max(1, args.batch_size // args.repeats)
     job = ShardedJob(args.pairs, work_dir=out_dir / "progress", ctx=ctx, settings=settings, overwrite=args.overwrite,
-                     input_flag="--pairs")
+                     input_flag="--pairs", block_size=pairs_per_batch)
     asr = None
     if missing and ctx.is_main:
         logger.info("%d pairs have no prompt transcript: transcribing their prompts with --asr %s "
                     "(--asr none demands transcripts instead)", missing, asr_spec)
     if job.num_done:
         logger.info("%d of %d pairs already synthesized (in %s), skipped", job.num_done, job.num_items, job.work_dir)
-    # each rank samples its own stream: outputs depend on --seed and on the sharding
-    gen = torch.Generator().manual_seed(args.seed + ctx.rank)
-    torch.manual_seed(args.seed + ctx.rank)
+    torch.manual_seed(args.seed)
 
-    def flush(pending, unit):
-        items = [item for _, _, outs in pending for item in outs]
-        results = synth.synthesize_results([it for it, _ in items], gen)
-        by_item = {id(it): res for (it, _), res in zip(items, results)}
+    def synthesize_block(block, unit):
+        pending = []
+        for index, c in block:
+            prompt = prepare_prompt(load_prompt_audio(c, synth.sample_rate), synth.sample_rate, args.prompt_seconds,
+                                    f"prompt of pair '{c.id}'")
+            prompt_text = c.custom.get("prompt_text")
+            if not prompt_text:
+                nonlocal asr
+                if asr is None:
+                    asr = parse_asr_arg(asr_spec)
+                prompt_text = transcribe_prompt(asr, prompt, f"the prompt of pair '{c.id}'")
+            outs = [(SynthesisItem(c.custom["target_text"], prompt, prompt_text,
+                                   f"{c.id}_rep{rep}" if args.repeats > 1 else c.id), rep) for rep in range(args.repeats)]
+            pending.append((index, c, outs))
+        items = [item for _, _, outs in pending for item, _ in outs]
+        # block b samples from --seed + BLOCK_SEED_STRIDE * b; its retries from the following seeds
+        gen = torch.Generator().manual_seed(args.seed + BLOCK_SEED_STRIDE * (block[0][0] // pairs_per_batch))
+        results = iter(synth.synthesize_results(items, gen))
         for index, c, outs in pending:
             records = []
             # the prompt crop, kept to listen to next to the outputs (report.html plays it)
             prompt_path = out_dir / "prompts" / f"{c.id}.wav"
             save_audio(prompt_path, outs[0][0].prompt_wav, synth.sample_rate)
             for item, rep in outs:
-                res = by_item[id(item)]
+                res = next(results)
                 path = out_dir / f"{item.name}.wav"
                 save_audio(path, res.wav, synth.sample_rate)
                 records.append({
@@ -524,7 +542,8 @@ def synthesize_pairs(args) -> Path:
                     "speaker": c.supervisions[0].speaker if c.supervisions else None,
                     "target_text": item.text, "prompt_text": item.prompt_text,
                     "prompt_text_source": "pairs" if c.custom.get("prompt_text") else "asr",
-                    "prompt_cut_id": c.custom.get("prompt_cut_id"), "prompt_recording_id": _recording_id(c.custom["prompt_recording"]),
+                    "prompt_cut_id": c.custom.get("prompt_cut_id"),
+                    "prompt_recording_id": _recording_id(c.custom["prompt_recording"]),
                     "prompt_offset": c.custom.get("prompt_offset"), "prompt_path": str(prompt_path.resolve()),
                     "prompt_duration": round(len(item.prompt_wav) / synth.sample_rate, 3),
                     "failure": res.failure, "retries": len(res.attempts) - 1, "attempts": res.attempts,
@@ -533,33 +552,16 @@ def synthesize_pairs(args) -> Path:
         return len(items)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    unit, pending, n_pending = job.new_unit(), [], 0
+    unit = job.new_unit()
     bar = tqdm(total=job.num_todo * args.repeats, desc=f"synthesize (rank {ctx.rank})" if ctx.is_distributed else "synthesize",
                unit="utt")
     try:
         with sigterm_as_interrupt():
-            for index, c in job.todo():
-                prompt = prepare_prompt(load_prompt_audio(c, synth.sample_rate), synth.sample_rate, args.prompt_seconds,
-                                        f"prompt of pair '{c.id}'")
-                prompt_text = c.custom.get("prompt_text")
-                if not prompt_text:
-                    if asr is None:
-                        asr = parse_asr_arg(asr_spec)
-                    prompt_text = transcribe_prompt(asr, prompt, f"the prompt of pair '{c.id}'")
-                outs = []
-                for rep in range(args.repeats):
-                    name = f"{c.id}_rep{rep}" if args.repeats > 1 else c.id
-                    outs.append((SynthesisItem(c.custom["target_text"], prompt, prompt_text, name), rep))
-                pending.append((index, c, outs))
-                n_pending += len(outs)
-                if n_pending >= args.batch_size:
-                    bar.update(flush(pending, unit))
-                    pending, n_pending = [], 0
-                    if len(unit) >= PAIRS_UNIT:
-                        job.commit(unit)
-                        unit = job.new_unit()
-            if pending:
-                bar.update(flush(pending, unit))
+            for block in job.todo_blocks():
+                bar.update(synthesize_block(block, unit))
+                if len(unit) >= PAIRS_UNIT:
+                    job.commit(unit)
+                    unit = job.new_unit()
     finally:
         bar.close()
         job.commit(unit)  # finished pairs survive Ctrl-C, kill and errors
