@@ -242,6 +242,9 @@ def serve(args) -> None:
         prompt = prompt if prompt.is_file() else None
     app = build_app(service, prompt, prompt_text)
     logger.info("serving on http://%s:%d (Ctrl-C to stop); outputs in %s", args.host, args.port, service.out_dir)
-    app.queue().launch(server_name=args.host, server_port=args.port, show_error=False, quiet=False,
-                       theme=offline_theme(), ssr_mode=False, allowed_paths=[str(service.out_dir)],
-                       footer_links=[])
+    try:
+        app.queue().launch(server_name=args.host, server_port=args.port, show_error=False, quiet=False,
+                           theme=offline_theme(), ssr_mode=False, allowed_paths=[str(service.out_dir)],
+                           footer_links=[])
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        raise DmttsError(f"cannot serve on {args.host}:{args.port} ({e}): pass another --port, or --host 127.0.0.1") from None
