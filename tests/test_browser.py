@@ -105,6 +105,8 @@ def test_serve_page_synthesizes_end_to_end(browser, tmp_path):
         _wait(lambda: css("#prompt_info").text == expected, 60, "the cut", proc)
         transcript = _wait(lambda: css("#prompt_text textarea").get_attribute("value"), 60, "the transcript", proc)
         assert "margaret" in transcript.lower()
+        # the start slider now spans the recording
+        assert css("#prompt_start input[type=range]").get_attribute("max") == "5.2"
         # an error is shown in the page, without a traceback
         css("#synthesize").click()
         _wait(lambda: "Error" in css("#status").text, 30, "the error message", proc)

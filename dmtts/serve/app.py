@@ -142,18 +142,20 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
     import gradio as gr
 
     def on_prompt(audio, start):
-        """New recording or start: show the cut and transcribe it."""
+        """New recording or start: show the cut and transcribe it; the slider spans the recording."""
         if audio is None:
-            return None, "Record or upload a prompt (3 s of it are used).", gr.skip(), ""
+            return None, "Record or upload a prompt (3 s of it are used).", gr.skip(), "", gr.skip()
         try:
+            seconds = len(to_mono_float(audio)[0]) / int(audio[0])
+            span = gr.Slider(maximum=max(0.1, round(seconds - 0.1, 1)))
             piece, info = service.cut_prompt(audio, start)
         except Exception as e:  # noqa: BLE001 - every error is shown in the page
-            return None, "", gr.skip(), _error_text(e)
+            return None, "", gr.skip(), _error_text(e), gr.skip()
         try:
             transcript = service.transcribe(piece)
         except Exception as e:  # noqa: BLE001
-            return (service.sample_rate, piece), info, "", _error_text(e) + " Type the transcript yourself."
-        return (service.sample_rate, piece), info, transcript, ""
+            return (service.sample_rate, piece), info, "", _error_text(e) + " Type the transcript yourself.", span
+        return (service.sample_rate, piece), info, transcript, "", span
 
     def on_synthesize(audio, start, prompt_text, text, top_k, top_p, temperature, seed, ras, max_retries):
         try:
@@ -192,12 +194,12 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
                 result = gr.Audio(label="Result", type="filepath", interactive=False, buttons=["download"],
                                   elem_id="result")
                 status = gr.Markdown(elem_id="status")
-        prompt.change(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status])
-        start.release(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status])
+        prompt.change(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
+        start.release(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
         button.click(on_synthesize, [prompt, start, prompt_text, text, top_k, top_p, temperature, seed, ras, retries],
                      [result, status])
         if default_prompt:
-            app.load(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status])
+            app.load(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
     return app
 
 
