@@ -31,6 +31,7 @@ node_rank=0                       # this node: 0 .. num_nodes-1 (node 0 runs the
 master_addr=localhost             # host name / IP of node 0 (torchrun rendezvous)
 master_port=29500                 # free TCP port on node 0
 batch_size=8                      # teacher extraction batch size
+window_asr=faster-whisper         # ASR for the text of the 3 s training windows (paper: wav2vec 2.0 CTC, hf-ctc:DIR)
 asr=faster-whisper                # ASR for WER/WIL (paper: hf-whisper:DIR of a local Whisper)
 sim=resemblyzer                   # speaker similarity (paper: wavlm:DIR of a local WavLM x-vector model)
 mos=dnsmos                        # MOS proxy: dnsmos | utmos:FILE
@@ -70,10 +71,21 @@ if run_stage 2; then
   if [ "${variant}" = baseline ]; then
     log "Stage 2: the baseline uses no teacher features; skipping"
   elif ! stage_done "teachers_${lm_target}"; then
-    log "Stage 2: teacher features (LM ${lm_dir}, target ${lm_target}; SM ${sm_dir}) into ${feats_dir}"
+    log "Stage 2: 3 s windows (text: ${window_asr}), then teacher features (LM ${lm_dir}, target ${lm_target}; SM ${sm_dir}) into ${feats_dir}"
     ! run_stage 1 || wait_done prepare
+    # As the paper: fixed 3 s windows first, each transcribed, the LM run on the window's own
+    # text; the codec then trains on whole windows (data.crop_seconds 3.0, no further crop).
+    # The whole-utterance LM target is an ablation: see the README (Windowed LM targets).
+    if main_node && ! stage_done windows; then
+      for p in train-clean-100 dev-clean; do
+        dmtts segment --cuts data/cuts/librispeech_cuts_${p}.jsonl.gz --out data/windows/librispeech_cuts_${p}.jsonl.gz \
+          --window 3.0 --min-window 1.0 --asr "${window_asr}" --device auto
+      done
+      mark_done windows
+    fi
+    wait_done windows
     for p in train-clean-100 dev-clean; do
-      dmtts_dist teachers extract --cuts data/cuts/librispeech_cuts_${p}.jsonl.gz --output-dir "${feats_dir}" \
+      dmtts_dist teachers extract --cuts data/windows/librispeech_cuts_${p}.jsonl.gz --output-dir "${feats_dir}" \
         --lm-dir "${lm_dir}" --sm-dir "${sm_dir}" --lm-target "${lm_target}" --batch-size "${batch_size}"
     done
     mark_done "teachers_${lm_target}"
