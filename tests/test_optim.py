@@ -248,3 +248,28 @@ def test_toy_regression_loss_falls():
     opt, sched = _make(model)
     losses = _train(model, opt, sched, range(150))
     assert sum(losses[-10:]) / 10 < 0.05 * sum(losses[:10]) / 10
+
+
+def test_state_from_the_earlier_clipping_restarts_the_threshold_schedule():
+    """An optimiser state saved before this algorithm (per-step median history, a step count of
+    400) must not leave a zero threshold that clips every gradient away after a resume."""
+    torch.manual_seed(5)
+    p = torch.nn.Parameter(torch.randn(6, 6))
+    opt = ScaledAdam([p], lr=0.01)
+    p.grad = torch.randn(6, 6)
+    opt.step()
+    old = opt.state_dict()
+    gstate = old["state"][0]
+    for key in ("model_norms", "model_norm_threshold", "model_norm_median"):
+        gstate.pop(key, None)
+    gstate.update(clip_norm_history=torch.full((100,), 1.0), clip_step=400, num_clipped=torch.tensor(3))
+    resumed = ScaledAdam([p], lr=0.01)
+    resumed.load_state_dict(old)
+    factors = []
+    for _ in range(12):
+        p.grad = torch.randn(6, 6)
+        resumed.step()
+        factors.append(resumed.last_clip_factor.item())
+    assert factors[:10] == [1.0] * 10  # the schedule restarted: no threshold before step 10
+    stats = resumed.clipping_stats()
+    assert stats["clip_threshold"] > 0 and "clip_norm_history" not in resumed.state[p]

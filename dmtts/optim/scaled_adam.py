@@ -136,13 +136,18 @@ class ScaledAdam(Optimizer):
         self.last_grad_norm = norm
         factor = torch.ones((), device=device)
         gstate = self.state[self._first_param()]
-        step = gstate.get("clip_step", 0)
+        period = self.clipping_update_period
+        norms = gstate.get("model_norms")
+        if norms is None or norms.numel() != period:
+            # a new run, or a state saved by an earlier version of this optimiser (which kept a
+            # per-step median): start the threshold schedule (steps 10, 20, 40, ...) afresh
+            for old_key in ("clip_norm_history", "model_norm_threshold", "model_norm_median"):
+                gstate.pop(old_key, None)
+            norms = torch.zeros(period, device=device)
+            gstate.update(model_norms=norms, clip_step=0, num_clipped=torch.zeros((), device=device))
+        step = gstate["clip_step"]
         gstate["clip_step"] = step + 1
         if self.clipping_scale is not None and step > 0:
-            period = self.clipping_update_period
-            norms = gstate.get("model_norms")
-            if norms is None or norms.numel() != period:
-                norms = torch.zeros(period, device=device)
             norms = norms.to(device)
             norms[step % period] = norm
             gstate["model_norms"] = norms
