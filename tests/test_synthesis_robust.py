@@ -197,6 +197,34 @@ def test_long_text_is_split_streamed_and_joined_with_pauses(models, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
 
 
+def test_a_sentence_that_always_ends_early_is_spoken_in_two_halves_when_that_fits_better():
+    from dmtts.tts.synthesize import SynthesisResult, _resplit_too_short
+
+    class FakeSynth:  # returns halves of the given lengths (frames; 1 sample per frame here)
+        def __init__(self, frames):
+            self.frames, self.seen = frames, []
+
+        def synthesize_results(self, items, generator):
+            self.seen += [it.text for it in items]
+            return [SynthesisResult(np.ones(n, np.float32), [{"failure": None, "frames": n, "expected_frames": 50.0,
+                                                               "kept": True}]) for n in self.frames]
+
+    def entry():
+        return {"text": "It was a crowded evening; the streets were almost empty.", "failure": "too_short",
+                "wav": np.zeros(30, np.float32),
+                "attempts": [{"failure": "too_short", "frames": 30, "expected_frames": 100.0, "kept": True}]}
+
+    pause = np.zeros(5, np.float32)
+    better, worse, fine = entry(), entry(), {**entry(), "failure": None}
+    synth = FakeSynth([45, 40])  # 85 frames for 100 expected beats 30
+    _resplit_too_short(synth, [better, fine], ["a", "b"], np.zeros(1), "p", None, pause)
+    assert synth.seen == ["It was a crowded evening;", "the streets were almost empty."]  # only the failed one
+    assert better["halves_kept"] and better["failure"] is None and len(better["wav"]) == 45 + 5 + 40
+    assert "halves" not in fine
+    _resplit_too_short(FakeSynth([5, 10]), [worse], ["c"], np.zeros(1), "p", None, pause)  # 15 frames: worse
+    assert not worse["halves_kept"] and worse["failure"] == "too_short" and len(worse["wav"]) == 30
+
+
 def test_text_file_errors(models, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")

@@ -36,6 +36,7 @@ __all__ = [
     "year_to_words",
     "digits_to_words",
     "split_sentences",
+    "split_in_two",
 ]
 
 _ONES = [
@@ -413,19 +414,32 @@ def split_sentences(text: str, max_words: int = 40, min_words: int = 3) -> list[
     return _merge_short(out, min_words, max_words)
 
 
+def split_in_two(sentence: str, min_words: int = 3) -> list[str]:
+    """Cut a sentence in two at the clause mark (``, ; :``) nearest its middle, else at its middle
+    word; ``[sentence]`` when a half would have fewer than ``min_words`` words."""
+    words = sentence.split()
+    if len(words) < 2 * min_words:
+        return [sentence]
+    middle = len(sentence) / 2
+    cuts = [m.end() for m in _RE_CLAUSE_END.finditer(sentence)]
+    cuts = [c for c in cuts if min_words <= len(sentence[:c].split()) <= len(words) - min_words]
+    if cuts:
+        cut = min(cuts, key=lambda c: abs(c - middle))
+        return [sentence[:cut].strip(), sentence[cut:].strip()]
+    half = len(words) // 2
+    return [" ".join(words[:half]), " ".join(words[half:])]
+
+
 def _split_long(sentence: str, max_words: int) -> list[str]:
     words = sentence.split()
     if len(words) <= max_words:
         return [sentence]
-    middle = len(sentence) / 2
-    cuts = [m.end() for m in _RE_CLAUSE_END.finditer(sentence)]
-    cuts = [c for c in cuts if 3 <= len(sentence[:c].split()) <= len(words) - 3]
-    if cuts:
-        cut = min(cuts, key=lambda c: abs(c - middle))
-        left, right = sentence[:cut].strip(), sentence[cut:].strip()
-    else:
-        left, right = " ".join(words[:max_words]), " ".join(words[max_words:])
-    return _split_long(left, max_words) + _split_long(right, max_words)
+    parts = split_in_two(sentence)
+    if parts == [sentence]:  # no clause mark in reach: cut at the word limit
+        parts = [" ".join(words[:max_words]), " ".join(words[max_words:])]
+    elif not _RE_CLAUSE_END.search(parts[0][-2:] + " "):  # cut at the middle word: prefer the limit
+        parts = [" ".join(words[:max_words]), " ".join(words[max_words:])]
+    return [p for part in parts for p in _split_long(part, max_words)]
 
 
 def _merge_short(pieces: list[str], min_words: int, max_words: int) -> list[str]:

@@ -290,17 +290,20 @@ def synthesize_texts(synth: Synthesizer, texts: list[str], prompt_wav: np.ndarra
             names = [f"{Path(out_paths[t]).stem}#{k}" for t, k, _ in batch]
             results = synth.synthesize_results(
                 [SynthesisItem(sent, prompt_wav, prompt_text, name) for (_, _, sent), name in zip(batch, names)], generator)
-            for (t, k, sent), res in zip(batch, results):
+            entries = [{"text": sent, "failure": res.failure, "attempts": res.attempts, "wav": res.wav}
+                       for (_, _, sent), res in zip(batch, results)]
+            _resplit_too_short(synth, entries, names, prompt_wav, prompt_text, generator, silence[: len(silence) // 2])
+            for (t, k, sent), entry in zip(batch, entries):
+                wav = entry.pop("wav")
                 if k == 0:
                     writer = _StreamedWav(out_paths[t], synth.sample_rate)
                 else:
                     writer.write(silence)
-                writer.write(res.wav)
+                writer.write(wav)
                 rec = records[t]
-                rec["sentences"].append({"text": sent, "seconds": round(len(res.wav) / synth.sample_rate, 3),
-                                         "failure": res.failure, "attempts": res.attempts})
-                rec["retries"] += len(res.attempts) - 1
-                rec["failures"] += res.failure is not None
+                rec["sentences"].append({"seconds": round(len(wav) / synth.sample_rate, 3), **entry})
+                rec["retries"] += len(entry["attempts"]) - 1 + sum(len(p["attempts"]) - 1 for p in entry.get("halves", []))
+                rec["failures"] += entry["failure"] is not None
                 if k == len(sentences_of[t]) - 1:
                     writer.close()
                     rec["duration"] = round(writer.frames / synth.sample_rate, 3)
@@ -313,6 +316,36 @@ def synthesize_texts(synth: Synthesizer, texts: list[str], prompt_wav: np.ndarra
     finally:
         bar.close()
     return records
+
+
+def _resplit_too_short(synth: Synthesizer, entries: list[dict], names: list[str], prompt_wav: np.ndarray,
+                       prompt_text: str, generator, clause_pause: np.ndarray) -> None:
+    """Last resort for a sentence whose every attempt ended too early: speak its two halves
+    (``split_in_two``: at the clause mark nearest the middle) and keep them, joined by a short
+    pause, when their length is closer to the expected one. The shorter the text, the less a
+    model that stops early loses (splitting a paragraph into sentences is the same remedy)."""
+    from dmtts.text.normalize import split_in_two
+    from dmtts.tts.robust import badness
+
+    todo = [(i, split_in_two(e["text"])) for i, e in enumerate(entries) if e["failure"] == "too_short"]
+    todo = [(i, halves) for i, halves in todo if len(halves) == 2]
+    if not todo:
+        return
+    items = [SynthesisItem(h, prompt_wav, prompt_text, f"{names[i]}.{j}") for i, halves in todo for j, h in enumerate(halves)]
+    results = synth.synthesize_results(items, generator)
+    for n, (i, halves) in enumerate(todo):
+        entry, first, second = entries[i], results[2 * n], results[2 * n + 1]
+        kept = next(a for a in entry["attempts"] if a["kept"])
+        expected = kept["expected_frames"]
+        frames = sum(next(a for a in r.attempts if a["kept"])["frames"] for r in (first, second))
+        split_better = badness({"failure": None, "frames": frames, "expected_frames": expected}) < badness(kept)
+        entry["halves"] = [{"text": h, "failure": r.failure, "attempts": r.attempts} for h, r in zip(halves, (first, second))]
+        entry["halves_kept"] = split_better
+        if split_better:
+            entry["wav"] = np.concatenate([first.wav, clause_pause, second.wav])
+            entry["failure"] = first.failure or second.failure
+            logger.info("'%s' ended too early every time: kept its two halves instead (%d frames for %.0f expected, "
+                        "was %d)", names[i], frames, expected, kept["frames"])
 
 
 def read_text_file(path: str | Path) -> list[tuple[int, str]]:
