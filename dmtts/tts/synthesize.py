@@ -7,6 +7,13 @@
 4. NAR predicts levels 2..n_q greedily, conditioned on the prompt's codes and the text;
 5. ``codec.decode`` of the generated frames (the prompt is not included in the output).
 
+Every AR output is checked (``dmtts.tts.robust``: no end token, a code loop, a duration far
+from the prompt's speaking rate) and a failed one is sampled again with a new seed
+(``Synthesizer.synthesize_results``). ``synthesize_texts`` does long-form text: sentences
+(``split_sentences``) in batches with one prompt, joined with pauses, streamed to disk. The CLI
+modes: one text (``--text``), a file of texts (``--text-file``), evaluation pairs (``--pairs``,
+sharded under torchrun with ``dmtts.data.sharding``).
+
 Everything runs under ``torch.inference_mode()``; items are synthesized in batches.
 """
 
