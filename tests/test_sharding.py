@@ -164,6 +164,18 @@ def _dmtts(args, nproc=1, kill_after=None, expect_ok=True):
     return r
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The in-process runs use one intra-op thread, like each torchrun rank: float results are
+    only bit-identical between equal thread counts (and an earlier test may have changed it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """8 short cuts (one of them without its audio file) and a tiny codec with k-means codebooks."""
