@@ -110,8 +110,13 @@ def test_uncommitted_leftovers_are_discarded_and_a_changed_input_or_setting_is_r
     job.commit(unit, files=[data])
     orphan = job.new_unit().data_path("codes", ".h5")
     orphan.write_bytes(b"half written")
+    own_temp = work / ".run0000-rank00000-000009.jsonl.gz.x1.tmp.jsonl.gz"  # an interrupted atomic write
+    foreign = work / ".someone_else.jsonl.x2.tmp.jsonl"
+    own_temp.write_bytes(b"")
+    foreign.write_bytes(b"")
     job = ShardedJob(inp, work, settings={"model": "a"}, reader=read_json_lines)
     assert data.exists() and not orphan.exists() and job.num_done == 1 and job.run == 1
+    assert not own_temp.exists() and foreign.exists()  # only this module's own leftovers go
     with pytest.raises(DmttsError, match="other settings"):
         ShardedJob(inp, work, settings={"model": "b"}, reader=read_json_lines)
     _items(tmp_path, 5)  # the input changed

@@ -312,6 +312,12 @@ class Unit:
         return len(self.items)
 
 
+def _is_own_temp(name: str) -> bool:
+    """A temporary file of ``atomic_path`` for one of this module's files (never anyone else's)."""
+    return name.startswith(".") and ".tmp" in name and (
+        re.search(_TAG, name) is not None or name.startswith(f".{META_NAME}."))
+
+
 def _parse_tag(name: str) -> tuple[int, int, int] | None:
     m = _MARKER_RE.match(name)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
@@ -413,7 +419,7 @@ class ShardedJob:
         committed = {tag for markers in self._committed().values() for tag, _ in markers}
         for d in {self.work_dir, self.data_dir}:
             for p in d.iterdir():
-                if p.name.startswith(".") and ".tmp" in p.name:  # temp file of an interrupted atomic write
+                if _is_own_temp(p.name):  # temp file of an interrupted atomic write
                     p.unlink()
                     continue
                 m = _INDEX_RE.match(p.name)
@@ -435,7 +441,7 @@ class ShardedJob:
                 continue
             for p in d.iterdir():
                 if (_MARKER_RE.match(p.name) or _INDEX_RE.match(p.name) or _DATA_RE.match(p.name)
-                        or (p.name.startswith(".") and ".tmp" in p.name)):
+                        or _is_own_temp(p.name)):
                     p.unlink()
         (self.work_dir / META_NAME).unlink(missing_ok=True)
 
