@@ -355,6 +355,8 @@ class ShardedJob:
         self.settings = json.loads(json.dumps(settings or {}))  # normalised for comparison
         self._seq = 0
         self._commits = 0
+        self._my_tags: list[str] = []  # units this rank committed in this run
+        self._reported_tags: set[str] = set()  # rank 0, after finish(): every rank's
         self._kill_after = self._parse_kill_env()
         if not self.input_path.is_file():
             raise DmttsError(f"{input_flag} '{self.input_path}' does not exist or is not a file")
@@ -447,13 +449,15 @@ class ShardedJob:
 
     def _committed(self) -> dict[tuple[int, int], list[tuple[str, Path]]]:
         """``{(run, rank): [(tag, marker path), ...] in commit order}`` for every committed unit."""
-        streams: dict[tuple[int, int], list[tuple[int, str, Path]]] = {}
+        names = {f"{tag}.jsonl.gz" for tag in self._reported_tags}
         if self.work_dir.is_dir():
-            for p in self.work_dir.iterdir():
-                parsed = _parse_tag(p.name)
-                if parsed is not None:
-                    run, rank, seq = parsed
-                    streams.setdefault((run, rank), []).append((seq, _tag(run, rank, seq), p))
+            names.update(p.name for p in self.work_dir.iterdir())
+        streams: dict[tuple[int, int], list[tuple[int, str, Path]]] = {}
+        for name in names:
+            parsed = _parse_tag(name)
+            if parsed is not None:
+                run, rank, seq = parsed
+                streams.setdefault((run, rank), []).append((seq, _tag(run, rank, seq), self.work_dir / name))
         return {k: [(t, p) for _, t, p in sorted(v)] for k, v in sorted(streams.items())}
 
     @staticmethod
@@ -541,6 +545,7 @@ class ShardedJob:
             _fsync(tmp)
         self.done[index] = True
         self._commits += 1
+        self._my_tags.append(unit.tag)
         if self._kill_after is not None:
             n, rank = self._kill_after
             if self._commits >= n and rank in (None, self.ctx.rank):
@@ -550,8 +555,13 @@ class ShardedJob:
         return len(items)
 
     def finish(self) -> None:
-        """Barrier: every rank has committed its shard (collective)."""
+        """Barrier: every rank has committed its shard (collective). Rank 0 also learns every
+        rank's committed units by name: on a network filesystem a directory listing on one node
+        can lag behind files another node has just written, an open by name does not."""
         self.ctx.barrier()
+        gathered = self.ctx.gather(self._my_tags)
+        if self.ctx.is_main:
+            self._reported_tags = {tag for tags in gathered for tag in tags}
 
     # --- merge (rank 0, after finish)
 
