@@ -23,10 +23,13 @@ from test_teachers import tiny_bert_dir, tiny_hubert_dir  # noqa: F401 - the tin
 REPO = Path(__file__).resolve().parents[1]
 
 
+_BROADCASTS: dict[str, str] = {}
+
+
 @dataclass(frozen=True)
 class SimulatedRank(ShardContext):
     """A rank of a world whose ranks run one after the other in this process: collectives are
-    replaced by what they would return (rank 0 prepares first; the others read its meta.json)."""
+    replaced by what they would return (rank 0 runs first; the others get what it broadcast)."""
 
     work_dir: str = ""
 
@@ -34,7 +37,9 @@ class SimulatedRank(ShardContext):
         pass
 
     def broadcast(self, obj):
-        return obj if self.is_main else json.loads((Path(self.work_dir) / "meta.json").read_text())
+        if self.is_main:
+            _BROADCASTS[self.work_dir] = json.dumps(obj)
+        return json.loads(_BROADCASTS[self.work_dir])
 
 
 def _items(tmp_path: Path, n: int, name: str = "items.jsonl.gz") -> Path:

@@ -374,14 +374,16 @@ class ShardedJob:
         verdict = self.ctx.broadcast(verdict)
         if "error" in verdict:
             raise DmttsError(verdict["error"])
+        # rank 0's listing (after its clean-up) is the one truth: another node's view of the
+        # directory may lag on a network filesystem
+        committed = verdict.pop("committed")
         self.meta = verdict
         self.run = int(verdict["runs"])
         self.num_items = int(verdict["num_items"])
         self.done = np.zeros(self.num_items, dtype=bool)
-        for markers in self._committed().values():
-            for tag, _ in markers:
-                idx = np.load(self.work_dir / f"{tag}.idx.npy")
-                self.done[idx[idx < self.num_items]] = True
+        for tag in committed:
+            idx = np.load(self.work_dir / f"{tag}.idx.npy")
+            self.done[idx[idx < self.num_items]] = True
         self.num_done = int(self.done.sum())
         mine = (np.arange(self.num_items) // self.block_size) % self.ctx.world_size == self.ctx.rank
         self.num_todo = int((mine & ~self.done).sum())
@@ -415,7 +417,8 @@ class ShardedJob:
                 "num_items": count, "settings": self.settings, "runs": (meta["runs"] + 1) if meta else 0,
                 "last_world_size": self.ctx.world_size}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-        return meta
+        committed = [tag for markers in self._committed().values() for tag, _ in markers]
+        return {**meta, "committed": committed}
 
     def _remove_uncommitted(self) -> None:
         committed = {tag for markers in self._committed().values() for tag, _ in markers}
