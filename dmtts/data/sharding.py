@@ -32,12 +32,14 @@ How it works
 * Resume. ``ShardedJob(...)`` (collective) lets rank 0 check ``meta.json`` (sha256 of the input
   file and the stage's ``settings``; a mismatch is a ``DmttsError`` unless ``overwrite``), delete
   uncommitted leftovers (data files and indexes of units that never committed, temp files),
-  and start a new run number; the others wait. Every rank then marks as done the positions of
-  ALL committed units, whatever world size wrote them, so a rerun with any world size skips them
-  and no item is ever computed twice.
-* Merge. After ``job.finish()`` (a barrier), rank 0 calls ``job.merged()``: a streaming k-way
-  merge (one open file per (run, rank)) of every committed unit, in input order, dropping a
-  repeated position and failing with a clear error on a repeated id. ``job.write_merged(path)``
+  and start a new run number; the others wait. Rank 0 broadcasts its list of committed units
+  (one view of the directory for all nodes) and every rank marks as done the positions of ALL of
+  them, whatever world size wrote them, so a rerun with any world size skips them and no item is
+  ever computed twice.
+* Merge. After ``job.finish()`` (a barrier; rank 0 also gathers the names of the units every
+  rank committed), rank 0 calls ``job.merged()``: a streaming k-way merge (one open file per
+  (run, rank)) of every committed unit, in input order, dropping a repeated position and failing
+  with a clear error on a repeated id. Several nodes need a filesystem they all see. ``job.write_merged(path)``
   writes the records as JSON lines (a lhotse manifest when the records are cut dicts).
 
 Use from a stage::
