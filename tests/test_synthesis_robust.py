@@ -15,6 +15,14 @@ from dmtts.tts.robust import DecodeChecks, check_generation, longest_loop
 from synthesis_fixtures import PRETRAINED, make_tiny_tts_models
 
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Earlier tests can leave torch with more intra-op threads (training code sets its own
+    number); on a busy 2-core machine that makes every op several times slower and changes float
+    rounding (the torchrun ranks run with one thread)."""
+    torch.set_num_threads(1)
+
+
 # -- sentence splitting ------------------------------------------------------------------------
 def test_split_sentences_keeps_decimals_abbreviations_and_initials():
     text = ("Dr. Smith paid $3.50 for the apples, e.g. the red ones. Then J. K. Rowling arrived at 5 p.m. today! "

@@ -11,6 +11,14 @@ from dmtts.cli import main
 from synthesis_fixtures import make_tiny_tts_models
 
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """Earlier tests can leave torch with more intra-op threads (training code sets its own
+    number); on a busy 2-core machine that makes every op several times slower and changes float
+    rounding (the torchrun ranks run with one thread)."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A random tiny codec + random tiny AR/NAR models exported like training does."""
