@@ -31,11 +31,13 @@ fetch(url).then(r => r.arrayBuffer())
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(pytestconfig):
     if not CHROMIUM or not CHROMEDRIVER:
         reason = ("Chromium is not installed (the Makefile's system-deps step installs Debian's chromium and "
                   "chromium-driver as root: apt-get install chromium chromium-driver)")
-        print(f"SKIP browser tests: {reason}")
+        capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():  # shown even under -q
+            print(f"\nSKIP browser tests: {reason}", file=sys.stderr)
         pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
