@@ -371,3 +371,26 @@ def test_real_whisper_tiny_on_espeak(clip):
     hyp = asr.transcribe([clip])[0]
     assert "tiny.en" in asr.name
     assert M.word_errors(STELLA, hyp).wer <= 25.0, hyp
+
+
+def test_train_curves_overlay_runs_from_tensorboard(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from dmtts.cli import main
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        writer = SummaryWriter(str(tmp_path / name / "tensorboard"))
+        for step in (10, 20, 30):
+            writer.add_scalar("train/mel", scale * step, step)
+            if name == "b":
+                writer.add_scalar("train/distill_lm", 0.5, step)
+        writer.close()
+    out = tmp_path / "curves"
+    assert main(["eval", "train-curves", "--runs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}",
+                 "--tags", "train/mel", "train/distill_lm", "--out-dir", str(out)]) == 0
+    rows = list(csv.reader((out / "train_curves.csv").open()))
+    assert rows[0] == ["step", "a:train/mel", "b:train/mel", "b:train/distill_lm"]   # a never logged distill_lm
+    assert rows[1:] == [["10", "10", "20", "0.5"], ["20", "20", "40", "0.5"], ["30", "30", "60", "0.5"]]
+    assert (out / "train_curves.png").stat().st_size > 0
+    assert main(["eval", "train-curves", "--runs", f"a={tmp_path}", "--out-dir", str(out)]) == 2
+    assert "no tensorboard/ directory" in capsys.readouterr().err

@@ -158,6 +158,16 @@ def _significance(args) -> int:
     return 0
 
 
+def _train_curves(args) -> int:
+    from dmtts.eval.curve import compare_training_curves
+
+    runs = _parse_systems(args.runs)
+    csv_path, png_path = compare_training_curves({k: Path(v) for k, v in runs.items()}, args.tags, args.out_dir,
+                                                 smooth=args.smooth)
+    print(f"{csv_path}\n{png_path}")
+    return 0
+
+
 def _report(args) -> int:
     from dmtts.eval.report import write_report
 
@@ -196,6 +206,14 @@ def register(subparsers) -> None:
                    help="score only checkpoints at multiples of this step (and the last); 0: all")
     _add_model_args(p)
     p.set_defaults(func=_codec_curve)
+
+    p = sub.add_parser("train-curves", help="overlay tensorboard scalars of several training runs (csv + png)")
+    p.add_argument("--runs", nargs="+", required=True, metavar="NAME=DIR", help="training experiment dirs")
+    p.add_argument("--tags", nargs="+", default=["train/mel", "valid/mel", "train/distill_lm", "train/distill_sm"],
+                   help="scalar tags (default: train/mel valid/mel train/distill_lm train/distill_sm)")
+    p.add_argument("--out-dir", type=Path, required=True, help="gets train_curves.csv and train_curves.png")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many logged points in the plot")
+    p.set_defaults(func=_train_curves)
 
     p = sub.add_parser("tts", help="zero-shot TTS benchmark (WER/WIL/SIM-o/SIM-r/MOS, repetitions averaged); "
                                    "sharded under torchrun, resumable")

@@ -198,3 +198,67 @@ def _interp(x, xs, ys):
     if len(xs) < 2:
         return np.asarray(x, dtype=float) * 0 + (ys[0] if ys else 0)
     return np.interp(x, xs, ys)
+
+
+def compare_training_curves(runs: dict[str, Path], tags: Sequence[str], out_dir: str | Path,
+                            smooth: int = 1) -> tuple[Path, Path]:
+    """Overlay scalar tags of several training runs: ``train_curves.csv`` + ``train_curves.png``.
+
+    ``runs`` maps a name to an experiment dir (its ``tensorboard/`` is read). ``smooth`` > 1
+    averages each series over that many logged points, centred (the CSV keeps raw values). A
+    tag a run never logged (e.g. ``train/distill_lm`` without an LM teacher) is left blank.
+    """
+    import numpy as np
+
+    from dmtts.train.tblog import read_scalars
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for name, exp_dir in runs.items():
+        tb = Path(exp_dir) / "tensorboard"
+        if not tb.is_dir():
+            raise DmttsError(f"{exp_dir} has no tensorboard/ directory: pass training experiment dirs (NAME=DIR)")
+        scalars = read_scalars(tb, "")
+        for tag in tags:
+            if tag in scalars:
+                series[(name, tag)] = scalars[tag]
+    if not series:
+        raise DmttsError(f"none of the tags {', '.join(tags)} was logged by these runs")
+    columns = [(n, t) for n in runs for t in tags if (n, t) in series]
+    steps = sorted({st for key in columns for st, _ in series[key]})
+    values = {key: dict(series[key]) for key in columns}
+    lines = ["step," + ",".join(f"{n}:{t}" for n, t in columns)]
+    for st in steps:
+        lines.append(",".join([str(st)] + [f"{values[k][st]:.6g}" if st in values[k] else "" for k in columns]))
+    csv_path = out_dir / "train_curves.csv"
+    atomic_write_text(csv_path, "\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [t for t in tags if any((n, t) in series for n in runs)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
+    for ax, tag in zip(axes[0], shown):
+        for name in runs:
+            if (name, tag) not in series:
+                continue
+            xs = np.array([p[0] for p in series[(name, tag)]], dtype=float)
+            ys = np.array([p[1] for p in series[(name, tag)]], dtype=float)
+            if smooth > 1 and len(ys) >= smooth:
+                ys = np.convolve(ys, np.ones(smooth) / smooth, mode="same")
+                edge = smooth // 2
+                xs, ys = xs[edge: len(xs) - edge], ys[edge: len(ys) - edge]
+            ax.plot(xs, ys, lw=1.0, label=name)
+        ax.set_title(tag)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    png_path = out_dir / "train_curves.png"
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return csv_path, png_path
