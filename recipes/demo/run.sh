@@ -101,7 +101,7 @@ if [ "${scale}" = replication ]; then
     jobs_started=""
     for v in ${variants}; do
       dmtts codec train --config "${conf}/codec_replication_${v}.yaml" --exp-dir ${rep}/codec_${v} --resume \
-        > ${rep}/codec_${v}.log 2>&1 &
+        >> ${rep}/codec_${v}.log 2>&1 &
       jobs_started+=" $!"
       log "  ${v}: running in the background; progress: $(pwd)/${rep}/codec_${v}.log"
     done
@@ -120,7 +120,10 @@ if [ "${scale}" = replication ]; then
       scores+=" ${rep}/eval_${v}/scores_${v}_nq8.csv"
     done
     dmtts eval significance --scores ${scores} --metric wer wil stoi pesq visqol --out-dir ${rep}/significance
-    dmtts eval report --codec-eval ${rep}/eval_none ${rep}/eval_lm ${rep}/eval_lm_sm --out ${rep}/report.md
+    dmtts eval train-curves --runs none=${rep}/codec_none lm=${rep}/codec_lm lm+sm=${rep}/codec_lm_sm \
+      --out-dir ${rep} --smooth 5
+    dmtts eval report --codec-eval ${rep}/eval_none ${rep}/eval_lm ${rep}/eval_lm_sm --out ${rep}/report.md \
+      --figures ${rep}/train_curves.png
     mark_done replication_eval
   fi
   [ -f ${rep}/report.md ] && cat ${rep}/report.md ${rep}/significance/*.md 2>/dev/null || true
