@@ -549,6 +549,12 @@ def run_stages(args) -> list[tuple[str, str, float, str]]:
 
 # ---------------------------------------------------------------------------------------------
 
+def print_head(head: str) -> None:
+    """A markdown table's header line and its separator."""
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+
+
 def fmt_bytes(n: float) -> str:
     return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
@@ -588,8 +594,7 @@ def main(argv=None) -> int:
               f"fp32 matmul rate in the same rounds {rate / 1e9:.1f} GFLOP/s")
         head = (f"| {'system':<22} | {'G / D params':>13} | {'step s':>7} | {'vs public':>9} | {'TFLOP/step':>10} | "
                 f"{'GFLOP/s':>7} | {'MFU':>5} | {'RSS step':>9} | {'RSS peak':>9} |")
-        print(head)
-        print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+        print_head(head)
         for r in rows:
             params = f"{r['gen_params'] / 1e6:.1f}M/{r['disc_params'] / 1e6:.1f}M"
             rss = (fmt_bytes(r["rss_step"]), fmt_bytes(r["rss_peak"])) if r["rss_peak"] else ("-", "-")
@@ -604,8 +609,7 @@ def main(argv=None) -> int:
               f"each); fp32 matmul rate in the same rounds {rate / 1e9:.1f} GFLOP/s")
         head = (f"| {'model':<14} | {'params':>7} | {'step s':>7} | {'optimizer s':>11} | {'TFLOP fwd+bwd':>13} | "
                 f"{'MFU':>5} | {'MFU fwd+bwd':>11} | {'first step s':>12} |")
-        print(head)
-        print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+        print_head(head)
         for r in rows:
             name = r["model"].upper() + (" compiled" if r["compiled"] else " eager")
             print(f"| {name:<14} | {r['params'] / 1e6:6.1f}M | {r['time']:7.2f} | {r['opt_time']:11.2f} | "
@@ -620,8 +624,7 @@ def main(argv=None) -> int:
         print(f"Offline stages, one process, inference mode (audio seconds processed per second of compute); "
               f"fp32 matmul rate just before {rate / 1e9:.1f} GFLOP/s:")
         head = f"| {'stage':<16} | {'what':<100} | {'audio-s/s':>9} | {'GFLOP/audio-s':>13} |"
-        print(head)
-        print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+        print_head(head)
         for stage, what, speed, how, flops in run_stages(args):
             fl = f"{flops / 1e9:13.2f}" if flops else f"{'-':>13}"
             print(f"| {stage:<16} | {(what + '; ' + how):<100} | {speed:9.2f} | {fl} |")
