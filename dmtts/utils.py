@@ -82,3 +82,19 @@ def storage_state(state: dict, dtype: str = "float32") -> dict:
             v = v.to(torch.float16)
         out[k] = v.contiguous()
     return out
+
+
+class RankRoles:
+    """``is_main`` / ``is_distributed`` for anything with ``rank`` and ``world_size`` attributes
+    (training's DDP set-up and the sharded offline stages)."""
+
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1

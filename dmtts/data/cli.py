@@ -70,6 +70,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     from dmtts.data.prepare import CORPORA
+    from dmtts.teachers.asr import add_ct2_arguments
     from dmtts.data.text_norm import TEXT_NORMS
 
     p = subparsers.add_parser("prepare", help="corpus -> lhotse manifests and 16 kHz cuts",
@@ -149,9 +150,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="windows per ASR batch (default 16)")
     p.add_argument("--device", default="cpu", help="ASR device: cpu (default), cuda[:N] or auto")
     p.add_argument("--beam-size", type=int, default=5, help="faster-whisper beam size (default 5; 1 = greedy, faster)")
-    p.add_argument("--ct2-compute-type", default="default",
-                   help="CTranslate2 compute type for faster-whisper (default: the model's, float32 on CPU; e.g. int8)")
-    p.add_argument("--threads", type=int, default=0, help="CTranslate2 intra-op threads (0: library default)")
+    add_ct2_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="segment again even if --out exists")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_segment)

@@ -94,7 +94,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.utils import atomic_path, atomic_write_text
+from dmtts.utils import RankRoles, atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +112,13 @@ _DATA_RE = re.compile(rf"^[A-Za-z0-9_]+\.({_TAG})\.[A-Za-z0-9.]+$")
 
 
 @dataclass(frozen=True)
-class ShardContext:
+class ShardContext(RankRoles):
     """This process's place among the ranks of a sharded stage (world_size 1 = plain process)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: str = "cpu"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
 
     def owns(self, index: int) -> bool:
         """Whether the item at input position ``index`` belongs to this rank."""

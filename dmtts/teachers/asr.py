@@ -333,3 +333,11 @@ def load_asr_spec(spec: str, device: str = "cpu", **kwargs) -> ASR | None:
     if backend == REFERENCE:
         return None
     return load_asr(backend, model_dir, device=device, **kwargs)
+
+
+def add_ct2_arguments(parser) -> None:
+    """``--ct2-compute-type`` and ``--threads``: the CTranslate2 (faster-whisper) options that
+    every command running Whisper through CTranslate2 takes, with the same names and defaults."""
+    parser.add_argument("--ct2-compute-type", default="default",
+                        help="CTranslate2 compute type for Whisper (default: the model's, float32 on CPU; e.g. int8)")
+    parser.add_argument("--threads", type=int, default=0, help="CTranslate2 intra-op threads (0: library default)")

@@ -30,6 +30,8 @@ Re-running the same command resumes, with any number of processes; --overwrite s
 
 
 def register(subparsers) -> None:
+    from dmtts.teachers.asr import add_ct2_arguments
+
     p = subparsers.add_parser("teachers", help="teacher models for distillation (LM / SM features, ASR)")
     sub = p.add_subparsers(dest="teachers_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
@@ -60,9 +62,7 @@ def register(subparsers) -> None:
                    help="cuts per HDF5 file / commit of a rank; a hard kill loses at most one per rank (default 200)")
     e.add_argument("--device", default="auto",
                    help="auto (cuda if available), cpu or cuda[:N]; under torchrun each rank uses cuda:LOCAL_RANK")
-    e.add_argument("--ct2-compute-type", default="default",
-                   help="CTranslate2 compute type for Whisper (default: the model's, float32 on CPU; e.g. int8)")
-    e.add_argument("--threads", type=int, default=0, help="CTranslate2 intra-op threads (0: library default)")
+    add_ct2_arguments(e)
     e.add_argument("--overwrite", action="store_true", help="discard features from an earlier run in --output-dir")
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=_extract)

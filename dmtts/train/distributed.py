@@ -12,21 +12,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dmtts.utils import RankRoles
+
 
 @dataclass(frozen=True)
-class DistInfo:
+class DistInfo(RankRoles):
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
