@@ -220,18 +220,18 @@ def segment_cuts(cuts_path: str | Path, output: str | Path, window: float = 3.0,
     done = _done_sources(partial)
     result = SegmentResult(output=output, num_resumed=len(done))
 
-    pending: list[tuple[str, list]] = []   # (source id, [(window, needs_asr)])
+    # (source id, [(window, its audio when the ASR must transcribe it, else None)])
+    pending: list[tuple[str, list]] = []
 
     def flush(f) -> None:
-        need = [w for _, ws in pending for w, needs_asr in ws if needs_asr]
+        need = [(w, audio) for _, ws in pending for w, audio in ws if audio is not None]
         texts: dict[str, str] = {}
         if need:
-            audios = [_load_window_audio(w) for w in need]
-            texts = dict(zip((w.id for w in need), asr.transcribe(audios)))
+            texts = dict(zip((w.id for w, _ in need), asr.transcribe([audio for _, audio in need])))
         lines = []
         for source, ws in pending:
-            for w, needs_asr in ws:
-                if needs_asr:
+            for w, audio in ws:
+                if audio is not None:
                     w.supervisions[0].text = texts[w.id].strip()
                 lines.append(json.dumps(w.to_dict()))
             lines.append(json.dumps({"type": "source_done", "source": source, "num_windows": len(ws)}))
@@ -274,13 +274,13 @@ def segment_cuts(cuts_path: str | Path, output: str | Path, window: float = 3.0,
                 result.text_sources[source_kind] = result.text_sources.get(source_kind, 0) + 1
                 windows.append((_window_cut(cut, k, s, e, text or "", source_kind), source_kind == "asr"))
             if any(needs_asr for _, needs_asr in windows):
-                try:
-                    for w, needs_asr in windows:
-                        if needs_asr:
-                            _load_window_audio(w)
-                except Exception as e:  # unreadable audio: report, keep going
+                try:  # load the ASR's audio now, once: an unreadable cut is reported, the run goes on
+                    windows = [(w, _load_window_audio(w) if needs_asr else None) for w, needs_asr in windows]
+                except Exception as e:
                     result.skipped.append((cut.id, f"cannot load audio: {type(e).__name__}: {e}"[:300]))
                     continue
+            else:
+                windows = [(w, None) for w, _ in windows]
             pending.append((cut.id, windows))
             if sum(len(ws) for _, ws in pending) >= batch_size:
                 flush(f)
