@@ -65,7 +65,9 @@ def test_dead_codes_are_replaced_from_the_batch():
     batch = x[0].t()
     for k in (1, 2, 3):
         e = cb.embed[k]
-        assert torch.isclose(torch.cdist(e[None], batch).min(), torch.tensor(0.0), atol=1e-6)
+        # exact row equality: cdist's matrix-multiplication path (> 25 rows) rounds differently
+        # on different CPUs, so a distance tolerance is not a portable check
+        assert (batch == e).all(dim=1).any(), f"code {k} is not a row of the batch"
         assert torch.allclose(cb.embed_avg[k] / cb.cluster_size[k], e)  # consistent EMA state
         assert torch.isclose(cb.cluster_size[k], torch.tensor(64.0 / 4))  # restarts at the mean usage
 

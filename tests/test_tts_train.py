@@ -32,8 +32,10 @@ def test_loss_falls(tmp_path, data, kind):
     assert (tmp_path / "exp" / "config.yaml").is_file()
     assert (tmp_path / "exp" / "loss.png").stat().st_size > 1000
     curve = (tmp_path / "exp" / "curve.csv").read_text().splitlines()
-    assert curve[0] == "step,minutes,train_loss,train_acc,valid_loss,valid_acc"
+    assert curve[0] == "step,minutes,train_loss,train_acc,valid_loss,valid_acc,gap_reversed,gap_shuffled,diag_best"
     rows = [ln.split(",") for ln in curve[1:]]
+    probe_cells = [c for r in rows if r[4] for c in r[6:9]]  # the alignment probe: with validation, AR only
+    assert probe_cells and (all(probe_cells) if kind == "ar" else not any(probe_cells))
     assert [int(r[0]) for r in rows] == [st for st, _ in hist]
     accs = [float(r[3]) for r in rows]
     assert all(0.0 <= a <= 1.0 for a in accs) and accs[-1] > accs[0]  # accuracy rises as the loss falls

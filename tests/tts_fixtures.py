@@ -64,6 +64,6 @@ def write_config(path: Path, data: dict, **overrides) -> Path:
     }
     for key, value in overrides.items():  # "training.max_steps": 10
         sect, name = key.split(".")
-        cfg[sect][name] = value
+        cfg.setdefault(sect, {})[name] = value
     path.write_text(yaml.safe_dump(cfg))
     return path

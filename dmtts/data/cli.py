@@ -11,7 +11,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     options = PrepareOptions(num_jobs=args.num_jobs, min_duration=args.min_duration,
                              max_duration=args.max_duration, text_norm=args.text_norm, force=args.force,
-                             seed=args.seed, held_out_speakers=args.held_out_speakers)
+                             seed=args.seed, held_out_speakers=args.held_out_speakers,
+                             trim_silence=args.trim_silence, trim_threshold_db=args.trim_threshold_db)
     report = prepare(args.corpus, args.corpus_dir, args.output_dir, args.parts, options, args.audio_dir)
     print(report.summary())
     return 0
@@ -44,7 +45,7 @@ def _subset(args: argparse.Namespace) -> int:
         out = subsets.codec_eval_subset(cuts, args.num, args.seed, exclude_speakers=exclude)
     else:
         out = subsets.tts_eval_pairs(cuts, args.min_duration, args.max_duration, args.prompt_duration,
-                                     args.seed, random_crop=args.prompt_crop == "random",
+                                     args.seed, prompt_crop=args.prompt_crop,
                                      exclude_speakers=exclude, num=args.num)
     subsets.save_cuts(out, args.out)
     print(f"{len(out)} cuts -> {args.out}")
@@ -88,6 +89,10 @@ def register(subparsers) -> None:
     p.add_argument("--text-norm", choices=TEXT_NORMS, default="clean")
     p.add_argument("--seed", type=int, default=42, help="demo: seed of the train/dev/test split")
     p.add_argument("--held-out-speakers", type=int, default=1, help="demo: speakers kept out of train")
+    p.add_argument("--trim-silence", action="store_true",
+                   help="cut leading and trailing silence from every cut, so prompts and endings are speech")
+    p.add_argument("--trim-threshold-db", type=float, default=40.0,
+                   help="with --trim-silence: frames this many dB below the cut's loudest frame are silence")
     p.add_argument("--force", action="store_true", help="redo parts whose cuts already exist")
     p.set_defaults(func=_prepare)
 
@@ -120,7 +125,8 @@ def register(subparsers) -> None:
         t.add_argument("--min-duration", type=float, default=lo)
         t.add_argument("--max-duration", type=float, default=hi)
         t.add_argument("--prompt-duration", type=float, default=3.0)
-        t.add_argument("--prompt-crop", choices=["random", "start"], default="random")
+        t.add_argument("--prompt-crop", choices=["random", "start", "end"], default="random",
+                       help="where the prompt crop sits in its utterance (end: ends on speech when trimmed)")
     for s in sub.choices.values():
         s.add_argument("--exclude-speakers-in", type=Path, default=None,
                        help="drop speakers that occur in this cut manifest (e.g. the training cuts)")

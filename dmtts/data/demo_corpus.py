@@ -17,7 +17,6 @@ at 16 kHz, plus ``DIR/SPEAKERS.txt`` naming the voice behind every speaker id.
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dmtts.audio import SAMPLE_RATE, load_audio, save_audio
+from dmtts.data.demo_sentences import spoken_sentences
 from dmtts.errors import DmttsError
 from dmtts.utils import atomic_write_text
 
@@ -86,64 +86,6 @@ VOICES: tuple[DemoVoice, ...] = (
 # The zero-shot speaker, never trained on: always the last speaker id of the corpus.
 HELD_OUT_VOICE = DemoVoice("festival", "cmu_us_slt_arctic_hts")
 MAX_SPEAKERS = len(VOICES) + 1
-
-_NAMES = ["Anna", "Thomas", "Margaret", "Doctor Reyes", "Mr. Holloway", "Clara", "the captain",
-          "old Peter", "Mrs. Lindqvist", "the young engineer", "Samuel", "Eleanor"]
-_PLACES = ["the harbour", "Boston", "the north tower", "a small village near York", "the station",
-           "Lake Geneva", "the public library", "the mountain pass", "Chicago", "the market square"]
-_THINGS = ["a brass lantern", "three silver coins", "the old map", "a basket of apples",
-           "the broken clock", "a letter with no stamp", "twelve candles", "the wooden chest"]
-_VERBS = ["found", "carried", "forgot", "repaired", "sold", "painted", "hid", "borrowed"]
-_ADJ = ["quiet", "bright", "cold", "strange", "crowded", "peaceful", "windy", "golden"]
-_MONTHS = ["January", "March", "May", "July", "September", "November"]
-
-_TEMPLATES = [
-    "{name} {verb} {thing} in {place}.",
-    "On the {day} of {month}, {name} arrived at {place} with {thing}.",
-    "Why did {name} leave {place} so early? Nobody knew.",
-    "The ticket cost ${dollars}.{cents}, which seemed {adj} for such a short trip.",
-    "In {year}, {name} walked {num} miles to reach {place}.",
-    "\"Wait here,\" said {name}, \"I will be back in {num} minutes.\"",
-    "It was a {adj} evening; the streets of {place} were almost empty.",
-    "{name} counted {num} boats, {num2} carts and one tired horse!",
-    "Room {num} is on the {ordinal} floor, next to {thing}.",
-    "The temperature dropped to {small}.{digit} degrees before midnight.",
-    "By the {decade}, {place} had grown into a {adj} town of {big} people.",
-    "{name} asked whether {thing} could be {verb} before {month}.",
-    "Please call {name} at {phone} after {hour} o'clock.",
-    "About {pct} percent of the visitors to {place} came by train.",
-    "After {num} years, {name} finally {verb} {thing} - and smiled.",
-    "The report, dated {month} {day_num}, {year}, described a {adj} winter.",
-]
-
-_ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
-             "ninth", "tenth", "eleventh", "twelfth"]
-
-
-def generate_sentences(count: int, seed: int) -> list[str]:
-    """``count`` varied English sentences (numbers, money, dates, quotes), deterministic per seed."""
-    rng = random.Random(seed)
-    sentences: list[str] = []
-    seen: set[str] = set()
-    while len(sentences) < count:
-        template = rng.choice(_TEMPLATES)
-        day = rng.randint(1, 12)
-        text = template.format(
-            name=rng.choice(_NAMES), verb=rng.choice(_VERBS), thing=rng.choice(_THINGS),
-            place=rng.choice(_PLACES), adj=rng.choice(_ADJ), month=rng.choice(_MONTHS),
-            day=_ORDINALS[day - 1], day_num=rng.randint(1, 28), dollars=rng.randint(2, 99),
-            cents=f"{rng.randint(0, 99):02d}", year=rng.randint(1850, 2023), num=rng.randint(2, 60),
-            num2=rng.randint(2, 20), ordinal=rng.choice(_ORDINALS[:9]), small=rng.randint(-9, 30),
-            digit=rng.randint(0, 9), decade=f"{rng.randint(185, 201)}0s", big=rng.randint(900, 90000),
-            phone=f"{rng.randint(200, 989)}-{rng.randint(1000, 9999)}", hour=rng.randint(1, 11),
-            pct=rng.randint(5, 95),
-        )
-        text = text[0].upper() + text[1:]
-        if text not in seen:
-            seen.add(text)
-            sentences.append(text)
-    return sentences
-
 
 def check_synthesizers(voices: list[DemoVoice]) -> None:
     """Fail with the apt command to run when a needed synthesizer is not installed."""
@@ -207,7 +149,7 @@ def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_spe
     """Write the demo corpus into ``output_dir`` (LibriSpeech layout) and return the path.
 
     Speaker ids are ``1001, 1002, ...`` (chapter ``1``); the last one is the held-out voice
-    (:data:`HELD_OUT_VOICE`). Every speaker reads a different random selection of sentences.
+    (:data:`HELD_OUT_VOICE`). Every utterance reads its own sentence: no text occurs twice.
     Already complete speakers are kept (the command is resumable); a speaker directory is
     written under a temporary name and renamed when done. ``num_jobs`` synthesizer processes
     run at once.
@@ -218,7 +160,7 @@ def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_spe
     check_synthesizers(voices)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    pool = generate_sentences(max(4 * utts_per_speaker, 200), seed)
+    sentences = spoken_sentences(len(voices) * utts_per_speaker, seed)
     speaker_lines = []
     from concurrent.futures import ThreadPoolExecutor
 
@@ -232,8 +174,7 @@ def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_spe
             final_dir = output_dir / speaker
             if (final_dir / chapter / f"{speaker}-{chapter}.trans.txt").is_file():
                 continue
-            rng = random.Random(seed * 1000 + index)
-            texts = rng.sample(pool, utts_per_speaker)
+            texts = sentences[index * utts_per_speaker:(index + 1) * utts_per_speaker]
             tmp_dir = output_dir / f".{speaker}.tmp"
             shutil.rmtree(tmp_dir, ignore_errors=True)
             (tmp_dir / chapter).mkdir(parents=True)

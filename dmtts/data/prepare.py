@@ -56,6 +56,8 @@ class PrepareOptions:
     force: bool = False  # redo parts whose cuts already exist
     seed: int = 42  # demo train/dev/test split
     held_out_speakers: int = 1  # demo: speakers kept out of train (zero-shot tests)
+    trim_silence: bool = False  # cut leading/trailing silence (dmtts.data.trim)
+    trim_threshold_db: float = 40.0  # silence: frames this far below the cut's loudest frame
 
 
 @dataclass
@@ -172,6 +174,10 @@ def _cuts_from_manifests(recordings: RecordingSet, supervisions: SupervisionSet)
 
 def _to_cuts(cuts: CutSet, options: PrepareOptions, report: PrepareReport, part: str) -> CutSet:
     cuts = cuts.resample(SAMPLE_RATE).to_eager()
+    if options.trim_silence:
+        from dmtts.data.trim import TrimOptions, trim_silence
+
+        cuts = trim_silence(cuts, TrimOptions(threshold_db=options.trim_threshold_db), options.num_jobs)
     before = len(cuts)
     if options.min_duration is not None:
         cuts = cuts.filter(lambda c: c.duration >= options.min_duration).to_eager()

@@ -77,14 +77,20 @@ def _words_in_window(sup, start: float, end: float) -> str | None:
 
 
 def tts_eval_pairs(cuts: CutSet, min_duration: float | None, max_duration: float | None,
-                   prompt_duration: float = 3.0, seed: int = 42, random_crop: bool = True,
+                   prompt_duration: float = 3.0, seed: int = 42, prompt_crop: str = "random",
                    exclude_speakers: set[str] | None = None, num: int | None = None) -> CutSet:
     """Pair each target utterance with a ``prompt_duration`` crop of another utterance of its speaker.
 
     Targets outside [min_duration, max_duration] are dropped; so are targets whose speaker has
     no *other* utterance at least ``prompt_duration`` long. ``exclude_speakers`` drops speakers
     (e.g. those seen in training, for strict zero-shot tests); ``num`` keeps a random subset.
+
+    ``prompt_crop``: where the crop sits in the prompt utterance. ``random`` (VALL-E protocol),
+    ``start`` (its first seconds) or ``end`` (its last seconds: on a silence-trimmed corpus the
+    prompt then ends on speech, never in a pause the AR could take for the end of an utterance).
     """
+    if prompt_crop not in ("random", "start", "end"):
+        raise DmttsError(f"prompt crop must be random, start or end, got '{prompt_crop}'")
     by_speaker = defaultdict(list)
     for cut in sorted(cuts, key=lambda c: c.id):
         if not cut.supervisions:
@@ -106,7 +112,9 @@ def tts_eval_pairs(cuts: CutSet, min_duration: float | None, max_duration: float
             if not candidates:
                 continue
             prompt = rng.choice(candidates)
-            start = rng.uniform(0.0, prompt.duration - prompt_duration) if random_crop else 0.0
+            start = rng.uniform(0.0, prompt.duration - prompt_duration)  # drawn always: same pairs for every crop
+            if prompt_crop != "random":
+                start = 0.0 if prompt_crop == "start" else prompt.duration - prompt_duration
             start = round(start, 3)
             sup = prompt.supervisions[0]
             custom = dict(target.custom or {})

@@ -89,6 +89,11 @@ def phonemize_main(args) -> int:
     if args.frozen_symbols and not sym_path.exists():
         raise DmttsError(f"--frozen-symbols needs an existing symbol table, but '{sym_path}' does not exist")
     phonemizer = Phonemizer(args.lang, with_stress=not args.no_stress)
+    if not sym_path.exists() and args.lang.startswith("en"):
+        # a new English table covers English's phonemes, not only this corpus's (dmtts.text.coverage)
+        from dmtts.text.coverage import COVERAGE_TEXT
+
+        table.update(phonemizer.phonemize(COVERAGE_TEXT))
 
     n_ok = n_failed = 0
     unknown: set[str] = set()

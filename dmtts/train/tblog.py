@@ -41,6 +41,17 @@ class TrainLogger:
         norm = (mel - mel.min()) / max(float(mel.max() - mel.min()), 1e-6)
         self.writer.add_image(tag, norm[::-1].copy()[None], step, dataformats="CHW")
 
+    def image(self, tag: str, image: torch.Tensor | np.ndarray, step: int) -> None:
+        """Log an ``(H, W, 3)`` (or ``(H, W)``) image: uint8 0..255 or float 0..1 (e.g. a rendered figure)."""
+        if self.writer is None:
+            return
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        self.writer.add_image(tag, image, step, dataformats="HWC")
+
     def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()

@@ -21,6 +21,9 @@ class TTSModelConfig:
     codebook_size: int = 1024  # codes per RVQ level of the codec
     n_q: int = 8  # RVQ levels (AR predicts level 1, NAR levels 2..n_q)
     text_vocab_size: int = 0  # 0: taken from the text front-end at training time
+    # AR text positions: 0 = learned scale (VALL-E); > 0 = this fixed scale, so the position
+    # signal cannot be drowned by text embeddings that grow to ScaledAdam's RMS cap
+    text_pos_alpha: float = 0.0
 
 
 PRESETS = {
@@ -51,6 +54,46 @@ class TTSDataConfig:
     prompt_min_frac: float = 0.2
     prompt_max_frac: float = 0.5
     prompt_max_seconds: float = 3.0
+
+
+@dataclass
+class TTSAlignConfig:
+    """Alignment aids of the AR (``dmtts.tts.align``); all off by default and in every preset.
+
+    They act on the audio->text attention of ``heads`` in ``layers`` during training only.
+    """
+
+    layers: list[int] = field(default_factory=list)  # e.g. [0, 1]: the lower layers
+    heads: list[int] = field(default_factory=list)  # e.g. [0]
+    prior: bool = False  # beta-binomial attention prior, annealed away
+    prior_omega: float = 1.0  # its scaling factor (RAD-TTS: 1)
+    prior_start_step: int = 0  # full prior up to this optimiser step ...
+    prior_end_step: int = 0  # ... then linearly to none at this step
+    ctc_scale: float = 0.0  # forward-sum (CTC) alignment loss weight; 0 = off
+    ctc_blank_logit: float = -1.0
+    guided_scale: float = 0.0  # guided attention loss weight; 0 = off
+    guided_sigma: float = 0.4
+
+    @property
+    def enabled(self) -> bool:
+        return self.prior or self.ctc_scale > 0 or self.guided_scale > 0
+
+    def check(self, n_layers: int, n_heads: int, where: str = "align") -> None:
+        """Errors that name the key: heads/layers out of range, an aid without heads, a bad schedule."""
+        from dmtts.errors import DmttsError
+
+        if not self.enabled:
+            return
+        if not self.layers or not self.heads:
+            raise DmttsError(f"{where}: an alignment aid is on but {where}.layers / {where}.heads are empty: "
+                             "name the heads it acts on, e.g. layers: [0, 1], heads: [0]")
+        for key, values, n in (("layers", self.layers, n_layers), ("heads", self.heads, n_heads)):
+            bad = [v for v in values if not 0 <= v < n]
+            if bad:
+                raise DmttsError(f"{where}.{key}: {bad} out of range: the model has {n} {key} (0..{n - 1})")
+        if self.prior and self.prior_end_step < self.prior_start_step:
+            raise DmttsError(f"{where}.prior_end_step ({self.prior_end_step}) must be >= prior_start_step "
+                             f"({self.prior_start_step})")
 
 
 @dataclass
@@ -88,6 +131,7 @@ class TTSTrainConfig:
     model: dict = field(default_factory=dict)
     data: TTSDataConfig = field(default_factory=TTSDataConfig)
     optim: TTSOptimConfig = field(default_factory=TTSOptimConfig)
+    align: TTSAlignConfig = field(default_factory=TTSAlignConfig)
     training: TTSTrainingConfig = field(default_factory=TTSTrainingConfig)
 
 

@@ -55,7 +55,7 @@ class ARModel(nn.Module):
         self.bos_id = cfg.codebook_size + 1
         self.text_emb = nn.Embedding(cfg.text_vocab_size, d, padding_idx=0)
         self.audio_emb = nn.Embedding(cfg.codebook_size + 2, d)
-        self.text_pos = SinusoidalPositions(d)
+        self.text_pos = SinusoidalPositions(d, fixed_alpha=cfg.text_pos_alpha)
         self.audio_pos = SinusoidalPositions(d)
         self.drop = nn.Dropout(cfg.dropout)
         self.transformer = Transformer(cfg.n_layers, d, cfg.n_heads, cfg.ffn_dim, cfg.dropout)
@@ -70,10 +70,13 @@ class ARModel(nn.Module):
         return self.audio_emb(tokens) + self.audio_pos(positions)
 
     # -- training ---------------------------------------------------------------------------
-    def forward(self, text, text_lens, codes, code_lens):
+    def forward(self, text, text_lens, codes, code_lens, attn_bias: dict | None = None, attn_layers=()):
         """Teacher-forced loss. ``text [B, L]``, ``codes [B, T]`` (level 1), lengths ``[B]``.
 
         Returns ``(loss, stats)``: mean cross-entropy per predicted token and accuracy.
+        ``attn_bias`` (``{layer: [B, H, L+T+1, L+T+1]}``) is added to the attention logits (the
+        alignment prior, :mod:`dmtts.tts.align`); for the layers in ``attn_layers`` the attention
+        is returned as ``stats["attn"]`` (``{layer: AttentionRecord}``).
         """
         B, L = text.shape
         T = codes.shape[1]
@@ -86,13 +89,18 @@ class ARModel(nn.Module):
         pos = torch.arange(T + 1, device=codes.device).expand(B, -1)
         x = torch.cat([self.embed_text(text), self.embed_audio(audio_in.long(), pos)], dim=1)
         mask = ar_attention_mask(text_lens, L, audio_valid)
-        h = self.transformer(self.drop(x), mask)
+        records: dict = {}
+        h = self.transformer(self.drop(x), mask, attn_bias=attn_bias, attn_out=records if attn_layers else None,
+                             attn_layers=set(attn_layers))
         logits = self.head(h[:, L:])
         loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE)
         with torch.no_grad():
             valid = targets != IGNORE
             acc = (logits.argmax(-1) == targets)[valid].float().mean()
-        return loss, {"loss": loss.detach(), "acc": acc, "frames": valid.sum()}
+        stats = {"loss": loss.detach(), "acc": acc, "frames": valid.sum()}
+        if attn_layers:
+            stats["attn"] = records
+        return loss, stats
 
     # -- inference --------------------------------------------------------------------------
     def logits_full(self, text, text_lens, audio_in, audio_valid, audio_pos):

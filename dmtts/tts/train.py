@@ -139,12 +139,17 @@ def nar_prompt_and_level(code_lens, n_q, dcfg, generator=None):
     return prompt, level
 
 
-def compute_loss(model, kind, batch, device, dcfg, n_q, generator=None):
+def compute_loss(model, kind, batch, device, dcfg, n_q, generator=None, acfg=None, step: int = 0):
+    """The batch's loss; for the AR with ``acfg`` (alignment aids) on, the aids at ``step`` too."""
     text = batch["text"].to(device)
     text_lens = batch["text_lens"].to(device)
     codes = batch["codes"].to(device)
     code_lens = batch["code_lens"].to(device)
     if kind == "ar":
+        if acfg is not None and acfg.enabled:
+            from dmtts.tts.align import ar_loss_with_aids
+
+            return ar_loss_with_aids(model, text, text_lens, codes[..., 0], code_lens, acfg, step)
         return model(text, text_lens, codes[..., 0], code_lens)
     prompt, level = nar_prompt_and_level(batch["code_lens"], n_q, dcfg, generator)
     return model(text, text_lens, codes, code_lens, prompt.to(device), level.to(device))
@@ -169,7 +174,9 @@ def build_optimizer(model, ocfg):
 
 # -- figures --------------------------------------------------------------------------------
 def plot_losses(history: dict, path: Path, kind: str) -> None:
-    """``loss.png``: cross-entropy and next-code accuracy (train and valid) against steps."""
+    """``loss.png``: cross-entropy and next-code accuracy (train and valid) against steps; for the
+    AR a third panel with the alignment probe (``dmtts.tts.align_probe``): the reversed- and
+    shuffled-text gaps and the best head's diagonality, so the step where reading emerges shows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,7 +184,8 @@ def plot_losses(history: dict, path: Path, kind: str) -> None:
 
     from dmtts.utils import atomic_path
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    n_panels = 3 if kind == "ar" else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 3.8))
     for ax, (train_key, valid_key, label) in zip(axes, (("train", "valid", "cross-entropy"),
                                                           ("train_acc", "valid_acc", "accuracy"))):
         if history.get(train_key):
@@ -191,21 +199,56 @@ def plot_losses(history: dict, path: Path, kind: str) -> None:
         ax.set_title(f"DM-Codec-TTS {kind.upper()} {label}")
         ax.legend()
         ax.grid(alpha=0.3)
+    if kind == "ar":
+        ax = axes[2]
+        for key, style, label in (("gap_reversed", "o-", "gap, reversed text"),
+                                  ("gap_shuffled", "s--", "gap, shuffled text")):
+            if history.get(key):
+                s, v = zip(*history[key])
+                ax.plot(s, v, style, label=label)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("CE(wrong order) - CE(text) [nats/frame]")
+        ax.set_title("does the AR read? (probe)")
+        ax.grid(alpha=0.3)
+        ax2 = ax.twinx()
+        if history.get("diag_best"):
+            s, v = zip(*history["diag_best"])
+            ax2.plot(s, v, "^-", color="tab:red", label="best head diagonality")
+        if history.get("diag_chance"):  # what uniform attention scores on the probe texts
+            s, v = zip(*history["diag_chance"])
+            ax2.plot(s, v, ":", color="tab:red", label="diagonality of uniform attention")
+        ax2.set_ylim(0, 1.02)
+        ax2.set_ylabel("diagonality (best head)")
+        lines = ax.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        if lines[0] or lines2[0]:
+            ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 
+CURVE_COLUMNS = {  # curve.csv column -> history key (empty cell where not measured)
+    "minutes": "minutes", "train_loss": "train", "train_acc": "train_acc", "valid_loss": "valid",
+    "valid_acc": "valid_acc", "gap_reversed": "gap_reversed", "gap_shuffled": "gap_shuffled",
+    "diag_best": "diag_best",
+}
+
+
 def write_curve_csv(history: dict, path: Path) -> None:
-    """``curve.csv``: step, training minutes, train loss/accuracy and (where run) valid loss/accuracy."""
+    """``curve.csv``: step, training minutes, train loss/accuracy, and where run the valid
+    loss/accuracy and the AR's alignment probe (``gap_reversed``, ``gap_shuffled``: CE with the
+    phonemes reversed / shuffled minus CE with the right text; ``diag_best``: the best head's
+    diagonality; see ``dmtts.tts.align_probe``). The NAR leaves the probe cells empty."""
     from dmtts.utils import atomic_write_text
 
-    cols = {key: dict(history.get(key, [])) for key in ("train", "train_acc", "minutes", "valid", "valid_acc")}
-    steps = sorted(set(cols["train"]) | set(cols["valid"]))
-    lines = ["step,minutes,train_loss,train_acc,valid_loss,valid_acc"]
+    cols = {col: dict(history.get(key, [])) for col, key in CURVE_COLUMNS.items()}
+    steps = sorted(set().union(*(cols[c] for c in CURVE_COLUMNS if c != "minutes")))
+    lines = [",".join(["step", *CURVE_COLUMNS])]
     for st in steps:
-        cells = [cols[k].get(st) for k in ("minutes", "train", "train_acc", "valid", "valid_acc")]
+        cells = [cols[c].get(st) for c in CURVE_COLUMNS]
         lines.append(",".join([str(st)] + ["" if c is None else f"{c:.5g}" for c in cells]))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -248,6 +291,10 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
     elif mcfg.text_vocab_size < text.vocab_size:
         raise DmttsError(f"model.text_vocab_size={mcfg.text_vocab_size} is smaller than the symbol table ({text.vocab_size})")
     cfg.model = asdict(mcfg)
+    if kind == "ar":
+        cfg.align.check(mcfg.n_layers, mcfg.n_heads)
+    elif cfg.align.enabled:
+        raise DmttsError(f"{config_path}: the align section's aids are for the AR; turn them off for the NAR")
     if dist_info.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, exp_dir / "config.yaml")
@@ -315,6 +362,24 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
                 write_curve_csv(state["history"], exp_dir / "curve.csv")
         barrier()
 
+    probe_holder: list = []  # the AR's alignment probe (main rank), built at the first validation
+
+    def run_probe():
+        """The alignment probe on the first validation cuts (AR, main rank only; the other ranks
+        skip it and wait in their next collective). Never stops training: errors are logged."""
+        if kind != "ar" or not dist_info.is_main:
+            return None
+        from dmtts.tts.align_probe import AlignmentProbe
+
+        try:
+            if not probe_holder:
+                probe_holder.append(AlignmentProbe.from_cuts(valid_cuts, dataset, device, seed=tcfg.seed))
+            figure = exp_dir / "align" / f"attention_{state['step']:08d}.png"
+            return probe_holder[0].measure(model, figure, title=f"step {state['step']}, ")
+        except Exception:  # a diagnostic: log it, keep training
+            logger.exception("alignment probe failed at step %d", state["step"])
+            return None
+
     def validate():
         if valid_cuts is None:
             return None
@@ -330,16 +395,29 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         all_reduce_sum(tot)
         model.train()
         n = tot[2].clamp(min=1)
-        return float(tot[0] / n), float(tot[1] / n)
+        return float(tot[0] / n), float(tot[1] / n), run_probe()
 
     def record_valid(values) -> None:
         if values is None:
             return
-        vloss, vacc = values
-        state["history"]["valid"].append((state["step"], vloss))
-        state["history"].setdefault("valid_acc", []).append((state["step"], vacc))
+        vloss, vacc, probe = values
+        hist = state["history"]
+        hist["valid"].append((state["step"], vloss))
+        hist.setdefault("valid_acc", []).append((state["step"], vacc))
         tb.scalars({"loss": vloss, "acc": vacc}, state["step"], prefix="valid/")
         logger.info("step %d: valid loss %.4f, accuracy %.4f", state["step"], vloss, vacc)
+        if probe is None:
+            return
+        for key in ("gap_reversed", "gap_shuffled", "diag_best", "diag_chance"):
+            hist.setdefault(key, []).append((state["step"], float(getattr(probe, key))))
+        hist.setdefault("diag_heads", []).append((state["step"], probe.diag.tolist()))  # [layer][head]
+        tb.scalars(probe.scalars(), state["step"], prefix="align/")
+        if probe.image is not None:
+            tb.image("align/attention", probe.image, state["step"])
+        layer, head = probe.best_head
+        logger.info("step %d: alignment gap %.4f (reversed) %.4f (shuffled) nats/frame, best diagonality %.3f "
+                    "(L%d H%d; uniform attention: %.3f)", state["step"], probe.gap_reversed, probe.gap_shuffled,
+                    probe.diag_best, layer, head, probe.diag_chance)
 
     def should_stop() -> bool:
         if tcfg.max_steps and state["step"] >= tcfg.max_steps:
@@ -365,7 +443,8 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
                 sync = train_model.no_sync()
             with sync:
                 with autocast:
-                    loss, stats = compute_loss(train_model, kind, batch, device, dcfg, mcfg.n_q)
+                    loss, stats = compute_loss(train_model, kind, batch, device, dcfg, mcfg.n_q,
+                                               acfg=cfg.align if kind == "ar" else None, step=state["step"])
                 (loss / tcfg.accum_grad).backward()
             f = stats["frames"].float()
             acc_stats += torch.stack([stats["loss"].float() * f, stats["acc"].float() * f, f])
@@ -383,6 +462,7 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
                 all_reduce_sum(acc_stats)
                 frames = acc_stats[2].clamp(min=1)
                 values = {"loss": float(acc_stats[0] / frames), "acc": float(acc_stats[1] / frames), "lr": scheduler.get_last_lr()[0]}
+                values.update({f"align_{k}": float(stats[k]) for k in ("prior_w", "ctc", "guided") if k in stats})
                 acc_stats.zero_()
                 state["history"]["train"].append((state["step"], values["loss"]))
                 state["history"].setdefault("train_acc", []).append((state["step"], values["acc"]))

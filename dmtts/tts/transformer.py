@@ -9,6 +9,13 @@
   writes one slot per layer and attends over the filled prefix, never recomputing the past.
 
 Attention masks are boolean, ``True`` = may attend, shape ``[B, 1, S_query, S_key]``.
+
+Alignment aids and diagnostics (``dmtts.tts.align``) need more than SDPA gives: an additive bias
+on the logits of some heads (the beta-binomial prior) and the attention itself (alignment
+losses, attention maps). ``Transformer.forward`` takes ``attn_bias`` (``{layer: [B, H, S, S]}``,
+added to the logits) and ``attn_out`` (a dict that receives ``{layer: AttentionRecord}`` for the
+layers in ``attn_layers``). Those layers compute attention explicitly; every other layer, and
+every layer at inference, keeps the fused SDPA kernel.
 """
 
 from __future__ import annotations
@@ -47,14 +54,19 @@ def set_linear_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 class SinusoidalPositions(nn.Module):
-    """``alpha * [sin(p w), cos(p w)]`` for integer positions ``p``; ``alpha`` is learned."""
+    """``alpha * [sin(p w), cos(p w)]`` for integer positions ``p``; ``alpha`` is learned, or
+    fixed at ``fixed_alpha`` when that is > 0 (a buffer: the optimiser cannot shrink it while
+    the embeddings it is added to grow)."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, fixed_alpha: float = 0.0):
         super().__init__()
         half = d_model // 2
         inv_freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.alpha = nn.Parameter(torch.ones(1))
+        if fixed_alpha > 0:
+            self.register_buffer("alpha", torch.full((1,), float(fixed_alpha)))
+        else:
+            self.alpha = nn.Parameter(torch.ones(1))
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """``positions``: integer tensor ``[...]`` -> ``[..., d_model]``."""
@@ -110,6 +122,15 @@ class KVCache:
         return self.k.shape[3]
 
 
+@dataclass
+class AttentionRecord:
+    """One layer's attention: ``scores`` (logits after mask and bias, ``-inf`` where masked) and
+    ``probs`` (their softmax), both ``[B, H, S_query, S_key]``."""
+
+    scores: torch.Tensor
+    probs: torch.Tensor
+
+
 class SelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
@@ -119,7 +140,10 @@ class SelfAttention(nn.Module):
         self.out = Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x, mask=None, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, mask=None, cache: KVCache | None = None, layer: int = 0, bias=None,
+                record: bool = False):
+        """``bias``: ``[B, H, S, S_key]`` added to the logits; ``record``: also return the
+        :class:`AttentionRecord` (both force the explicit path instead of SDPA)."""
         B, S, D = x.shape
         H = self.n_heads
         q, k, v = self.qkv(x).view(B, S, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each [B, H, S, Dh]
@@ -128,10 +152,21 @@ class SelfAttention(nn.Module):
             cache.k[layer, :, :, start:end] = k
             cache.v[layer, :, :, start:end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(B, S, D))
+        dropout = self.dropout if self.training else 0.0
+        rec = None
+        if bias is None and not record:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            if bias is not None:
+                scores = scores + bias.to(scores.dtype)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(-1)
+            rec = AttentionRecord(scores, probs) if record else None
+            y = F.dropout(probs, dropout, self.training) @ v
+        y = self.out(y.transpose(1, 2).reshape(B, S, D))
+        return (y, rec) if record else y
 
 
 class Block(nn.Module):
@@ -147,10 +182,13 @@ class Block(nn.Module):
     def _norm(self, norm, x, cond):
         return norm(x, cond) if self.adaptive else norm(x)
 
-    def forward(self, x, mask=None, cond=None, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.drop(self.attn(self._norm(self.norm1, x, cond), mask, cache, layer))
+    def forward(self, x, mask=None, cond=None, cache: KVCache | None = None, layer: int = 0, bias=None,
+                record: bool = False):
+        a = self.attn(self._norm(self.norm1, x, cond), mask, cache, layer, bias, record)
+        a, rec = a if record else (a, None)
+        x = x + self.drop(a)
         x = x + self.drop(self.mlp(self._norm(self.norm2, x, cond)))
-        return x
+        return (x, rec) if record else x
 
 
 class Transformer(nn.Module):
@@ -166,9 +204,17 @@ class Transformer(nn.Module):
         self.adaptive = adaptive
         self.norm = AdaptiveLayerNorm(d_model) if adaptive else nn.LayerNorm(d_model)
 
-    def forward(self, x, mask=None, cond=None, cache: KVCache | None = None):
+    def forward(self, x, mask=None, cond=None, cache: KVCache | None = None,
+                attn_bias: dict | None = None, attn_out: dict | None = None, attn_layers=None):
+        """``attn_bias`` ``{layer: [B, H, S, S]}`` is added to those layers' attention logits;
+        ``attn_out`` (a dict) receives an :class:`AttentionRecord` for every layer in
+        ``attn_layers`` (all layers when ``None``)."""
         for i, block in enumerate(self.layers):
-            x = block(x, mask, cond, cache, i)
+            bias = attn_bias.get(i) if attn_bias else None
+            if attn_out is not None and (attn_layers is None or i in attn_layers):
+                x, attn_out[i] = block(x, mask, cond, cache, i, bias, record=True)
+            else:
+                x = block(x, mask, cond, cache, i, bias)
         if cache is not None:
             cache.length += x.shape[1]
         return self.norm(x, cond) if self.adaptive else self.norm(x)

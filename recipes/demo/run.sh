@@ -25,6 +25,7 @@ num_speakers=           # synthetic voices, the last one held out (default: toy 
 utts_per_speaker=       # utterances per speaker (default: toy 40, quality 150)
 seed=42                 # corpus, split and subset seed
 num_jobs=2              # parallel jobs for preparation
+codec=trained           # trained: train the codec here (stages 3-4) | pretrained: tokenize with pretrained/codec
 help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> synthesis -> evaluation"
 
 . ../../egs_tools/parse_options.sh
@@ -32,12 +33,17 @@ help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> s
 
 case "${scale}" in
   toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}" ;;
-  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=14}"; : "${utts_per_speaker:=150}" ;;
+  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=14}"; : "${utts_per_speaker:=200}" ;;
   *) echo "$0: --scale must be toy, quality or replication, got '${scale}'" >&2; exit 1 ;;
 esac
 conf=$(pwd)/conf
 pretrained=$(pwd)/pretrained   # the shipped quality models (written by --scale quality, stage 11)
 toolkit=$(cd ../.. && pwd)
+case "${codec}" in
+  trained) codec_dir=exp/codec/export ;;
+  pretrained) codec_dir=${pretrained}/codec ;;
+  *) echo "$0: --codec must be trained or pretrained, got '${codec}'" >&2; exit 1 ;;
+esac
 mkdir -p "${work_dir}"
 cd "${work_dir}"
 log "scale ${scale}: working in $(pwd)"
@@ -56,17 +62,23 @@ fi
 
 if run_stage 1 && ! stage_done prepare; then
   log "Stage 1: prepare manifests, the train/dev/test split and the evaluation subsets"
-  dmtts prepare demo --corpus-dir "${corpus_dir}" --output-dir data --num-jobs "${num_jobs}" --seed "${seed}"
+  # Every cut starts and ends on speech (trailing pauses teach the AR to stop early).
+  dmtts prepare demo --corpus-dir "${corpus_dir}" --output-dir data --num-jobs "${num_jobs}" --seed "${seed}" \
+    --trim-silence
   # Codec reconstruction is scored on the held-out speaker (never seen by the codec).
   dmtts subset codec-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --num 20 --seed "${seed}" \
     --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_codec_eval.jsonl.gz
-  # Zero-shot pairs: only speakers never seen in training.
+  # Zero-shot pairs: only speakers never seen in training; the 3 s prompt is the end of its
+  # utterance, so it ends on speech.
   dmtts subset vctk-tts-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" --num "${num_pairs}" \
-    --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_tts_eval_pairs.jsonl.gz
+    --prompt-crop end --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_tts_eval_pairs.jsonl.gz
   mark_done prepare
 fi
 
-if run_stage 2 && ! stage_done teachers; then
+if [ "${codec}" = pretrained ] && [ "${scale}" != replication ]; then
+  [ -f "${codec_dir}/config.json" ] || { log "--codec pretrained: ${codec_dir} has no codec"; exit 1; }
+  log "Stages 2-4 skipped: tokens come from the shipped codec ${codec_dir} (--codec pretrained)"
+elif run_stage 2 && ! stage_done teachers; then
   log "Stage 2: teacher features (MiniLM text LM + Whisper tiny.en encoder, both offline packages)"
   for part in train dev; do
     dmtts teachers extract --cuts data/cuts/demo_cuts_${part}.jsonl.gz --output-dir data/teachers \
@@ -131,7 +143,7 @@ if [ "${scale}" = replication ]; then
   exit 0
 fi
 
-if run_stage 3 && ! stage_done codec_train; then
+if [ "${codec}" = trained ] && run_stage 3 && ! stage_done codec_train; then
   log "Stage 3: train the ${scale} DM-Codec (LM+SM distillation; resumes if interrupted)"
   resume=""
   [ -d exp/codec/checkpoints ] && resume="--resume"
@@ -139,7 +151,7 @@ if run_stage 3 && ! stage_done codec_train; then
   mark_done codec_train
 fi
 
-if run_stage 4 && ! stage_done codec_export; then
+if [ "${codec}" = trained ] && run_stage 4 && ! stage_done codec_export; then
   log "Stage 4: export the codec (weight norm folded) and round-trip one test utterance"
   dmtts codec export --checkpoint exp/codec --out exp/codec/export
   dmtts codec info --model exp/codec/export
@@ -153,7 +165,7 @@ fi
 if run_stage 5 && ! stage_done tokenize; then
   log "Stage 5: tokenize train/dev with the exported codec"
   for part in train dev; do
-    dmtts tokenize --codec exp/codec/export --cuts data/cuts/demo_cuts_${part}.jsonl.gz --output-dir data/tokens
+    dmtts tokenize --codec "${codec_dir}" --cuts data/cuts/demo_cuts_${part}.jsonl.gz --output-dir data/tokens
   done
   mark_done tokenize
 fi
@@ -203,7 +215,7 @@ with_pretrained=false
 
 if run_stage 9 && ! stage_done synthesize; then
   log "Stage 9: zero-shot synthesis for the held-out speaker (3 s prompts)"
-  dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec exp/codec/export \
+  dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
     --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/synth --asr faster-whisper --seed "${seed}"
   if ${with_pretrained}; then
     log "Stage 9: the same pairs with the pretrained quality models (${pretrained})"
@@ -216,7 +228,7 @@ fi
 
 if run_stage 10 && ! stage_done evaluate; then
   log "Stage 10: evaluate codec reconstruction and TTS; write the report"
-  dmtts eval codec --model exp/codec/export --cuts data/cuts/demo_codec_eval.jsonl.gz \
+  dmtts eval codec --model "${codec_dir}" --cuts data/cuts/demo_codec_eval.jsonl.gz \
     --out-dir exp/codec/eval --n-q 1 3 6 8
   dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/eval
   dmtts eval significance --scores exp/codec/eval/scores_dmcodec_nq{1,3,6,8}.csv \
@@ -241,7 +253,7 @@ fi
 
 if [ "${scale}" = quality ] && run_stage 11 && ! stage_done pretrained; then
   log "Stage 11: ship the quality models as ${pretrained}/{codec,ar,nar} (float16 weights)"
-  dmtts codec export --checkpoint exp/codec --out "${pretrained}/codec" --dtype float16
+  if [ "${codec}" = trained ]; then dmtts codec export --checkpoint exp/codec --out "${pretrained}/codec" --dtype float16; fi
   for model in ar nar; do
     dmtts tts export --exp-dir exp/tts_${model} --out "${pretrained}/${model}" --dtype float16
   done
