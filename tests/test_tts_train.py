@@ -27,6 +27,11 @@ def test_loss_falls(tmp_path, data, kind):
     out = train(kind, str(cfg), str(tmp_path / "exp"), progress=False)
     hist = _history(tmp_path / "exp")
     first, last = hist[0][1], hist[-1][1]
+    # the final validation is in the last checkpoint too, so a --resume keeps it
+    from dmtts.train.checkpoint import latest_checkpoint
+
+    saved = torch.load(latest_checkpoint(tmp_path / "exp"), weights_only=False)["train_state"]["history"]
+    assert saved["valid"] and saved["valid"][-1][0] == 30
     assert last < 0.6 * first, hist
     # run artefacts: resolved config, loss curve, tensorboard, export loadable by synthesize
     assert (tmp_path / "exp" / "config.yaml").is_file()

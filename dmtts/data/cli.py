@@ -26,8 +26,11 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _make_demo_corpus(args: argparse.Namespace) -> int:
-    from dmtts.data.demo_corpus import make_demo_corpus
+    from dmtts.data.demo_corpus import make_demo_corpus, make_unseen_corpus
 
+    if args.unseen:
+        print(make_unseen_corpus(args.output_dir, args.num_jobs))
+        return 0
     print(make_demo_corpus(args.output_dir, args.num_speakers, args.utts_per_speaker, args.seed,
                            args.num_jobs))
     return 0
@@ -109,6 +112,9 @@ def register(subparsers) -> None:
     p.add_argument("--utts-per-speaker", type=int, default=40)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--num-jobs", type=int, default=2, help="synthesizer processes run at once")
+    p.add_argument("--unseen", action="store_true",
+                   help="instead: espeak-ng voices reading hand-written sentences that the demo corpus never "
+                        "has (a zero-shot check beyond the recipe's own voices and grammar)")
     p.set_defaults(func=_make_demo_corpus)
 
     p = subparsers.add_parser("subset", help="evaluation subsets (codec reconstruction, zero-shot TTS pairs)")

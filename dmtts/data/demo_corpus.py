@@ -157,36 +157,63 @@ def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_spe
     if utts_per_speaker < 1:
         raise DmttsError("--utts-per-speaker must be at least 1")
     voices = demo_voices(num_speakers)
-    check_synthesizers(voices)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     sentences = spoken_sentences(len(voices) * utts_per_speaker, seed)
-    speaker_lines = []
+    texts = [sentences[i * utts_per_speaker:(i + 1) * utts_per_speaker] for i in range(len(voices))]
+    _write_speakers(Path(output_dir), voices, texts, num_jobs)
+    logger.info("demo corpus with %d speakers x %d utterances in %s", num_speakers, utts_per_speaker, output_dir)
+    return output_dir
+
+
+# Voices and sentences for a check the recipe's corpus never prepares for: hand-written sentences
+# outside the generator's grammar, read by the held-out voice (new text only) and by espeak-ng
+# voices (also a synthesizer family absent from the quality scale's 13 training voices).
+UNSEEN_VOICES: tuple[DemoVoice, ...] = (
+    HELD_OUT_VOICE,
+    DemoVoice("espeak-ng", "en-us+f2", pitch=60, rate=160),
+    DemoVoice("espeak-ng", "en-gb-x-rp+m3", pitch=40, rate=155),
+    DemoVoice("espeak-ng", "en-us+m1", pitch=35, rate=170),
+)
+
+
+def make_unseen_corpus(output_dir: str | Path, num_jobs: int = 2) -> Path:
+    """Every voice of :data:`UNSEEN_VOICES` reads every sentence of
+    :data:`dmtts.data.demo_sentences.UNSEEN_SENTENCES` (LibriSpeech layout, speaker ids from 2001)."""
+    from dmtts.data.demo_sentences import UNSEEN_SENTENCES
+
+    voices = list(UNSEEN_VOICES)
+    _write_speakers(Path(output_dir), voices, [list(UNSEEN_SENTENCES)] * len(voices), num_jobs, first_id=2001)
+    return Path(output_dir)
+
+
+def _write_speakers(output_dir: Path, voices: list[DemoVoice], texts: list[list[str]], num_jobs: int,
+                    first_id: int = 1001) -> None:
+    """Speaker ``first_id + i`` = ``voices[i]`` reading ``texts[i]``. Finished speakers are kept
+    (resumable); a speaker is written under a temporary name and renamed when complete."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
+    check_synthesizers(voices)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    speaker_lines = []
+    chapter = "1"
     with ThreadPoolExecutor(max_workers=max(1, num_jobs)) as executor:
-        for index, voice in enumerate(tqdm(voices, desc="demo speakers")):
-            speaker = str(1001 + index)
-            chapter = "1"
+        for index, (voice, speaker_texts) in enumerate(tqdm(list(zip(voices, texts)), desc="demo speakers")):
+            speaker = str(first_id + index)
             speaker_lines.append(f"{speaker} | {voice.label}")
             final_dir = output_dir / speaker
             if (final_dir / chapter / f"{speaker}-{chapter}.trans.txt").is_file():
                 continue
-            texts = sentences[index * utts_per_speaker:(index + 1) * utts_per_speaker]
             tmp_dir = output_dir / f".{speaker}.tmp"
             shutil.rmtree(tmp_dir, ignore_errors=True)
             (tmp_dir / chapter).mkdir(parents=True)
-            utt_ids = [f"{speaker}-{chapter}-{utt:04d}" for utt in range(len(texts))]
+            utt_ids = [f"{speaker}-{chapter}-{utt:04d}" for utt in range(len(speaker_texts))]
             # subprocess-bound: threads run the synthesizers in parallel
-            audios = executor.map(lambda text, v=voice: synthesize(v, text), texts)
+            audios = executor.map(lambda text, v=voice: synthesize(v, text), speaker_texts)
             for utt_id, audio in zip(utt_ids, audios):
                 save_audio(tmp_dir / chapter / f"{utt_id}.flac", audio)
-            lines = [f"{utt_id} {text}" for utt_id, text in zip(utt_ids, texts)]
+            lines = [f"{utt_id} {text}" for utt_id, text in zip(utt_ids, speaker_texts)]
             (tmp_dir / chapter / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
             shutil.rmtree(final_dir, ignore_errors=True)
             tmp_dir.rename(final_dir)
     atomic_write_text(output_dir / "SPEAKERS.txt", "; SPEAKER | VOICE\n" + "\n".join(speaker_lines) + "\n")
-    logger.info("demo corpus with %d speakers x %d utterances in %s", num_speakers, utts_per_speaker, output_dir)
-    return output_dir

@@ -202,3 +202,21 @@ def spoken_sentences(count: int, seed: int) -> list[str]:
         if len(out) == count:
             return out
     raise RuntimeError(f"the sentence grammar cannot produce {count} distinct spoken sentences")
+
+
+# Hand-written sentences outside the grammar above (other words, other shapes), for checking
+# that a model trained on the demo corpus reads text it was never shaped for.
+UNSEEN_SENTENCES = (
+    "Fresh bread smells wonderful when it comes out of the oven.",
+    "The committee will vote on the new proposal next week.",
+    "She practised the piano every evening until her fingers ached.",
+    "Please remember to switch off the lights before you leave.",
+    "The volcano had been sleeping quietly for hundreds of years.",
+    "Our football team won the championship after a difficult season.",
+    "He spilled coffee all over his keyboard during the meeting.",
+    "The museum opens early on weekends during the summer holidays.",
+    "A gentle breeze carried the scent of roses across the courtyard.",
+    "They argued for hours about the best route through the mountains.",
+    "The scientist carefully recorded every measurement in her journal.",
+    "Thunderstorms are expected across the northern region tonight.",
+)

@@ -15,10 +15,25 @@ from pathlib import Path
 import torch
 
 from dmtts.errors import DmttsError
+from dmtts.text.frontend import PhonemeFrontend
 
 FRONTENDS = ("phonemes", "bpe")
 SYMBOLS_FILE = "symbols.txt"
 BPE_DIR = "bpe"
+STRESS_MARKS = ("ˈ", "ˌ")  # espeak's primary and secondary stress, attached to the vowel symbols
+
+
+class UnstressedPhonemeFrontend(PhonemeFrontend):
+    """Phonemes without stress marks: the front-end of a symbol table written by
+    ``dmtts phonemize --no-stress``."""
+
+    @property
+    def phonemizer(self):
+        if self._phonemizer is None:
+            from dmtts.text.phonemizer import Phonemizer
+
+            self._phonemizer = Phonemizer(self.lang, with_stress=False)
+        return self._phonemizer
 
 
 class TTSText:
@@ -32,6 +47,11 @@ class TTSText:
             raise DmttsError(f"the '{kind}' text front-end needs {what}: set it in the config")
         self.kind, self.path, self.lang = kind, Path(path), lang
         self.frontend = build_text_frontend(kind, path, lang=lang)
+        table = self.frontend.symbol_table
+        if kind == "phonemes" and not any(m in s for s in table.symbols for m in STRESS_MARKS):
+            # cuts phonemized with --no-stress: text phonemized here (synthesis, cuts without
+            # phonemes) must drop the stress marks too, or every stressed vowel becomes <unk>
+            self.frontend = UnstressedPhonemeFrontend(table, lang=lang)
         self.collater = self.frontend.collater(add_bos=True, add_eos=True)
 
     @property

@@ -1,6 +1,7 @@
 """Zero-shot synthesis: prompt (3 s of audio + its transcript) + text -> speech (VALL-E style).
 
-1. text ids = ``<bos> symbols(prompt text) symbols(target text) <eos>``;
+1. text ids = ``<bos> symbols(prompt text) _ symbols(target text) <eos>`` (``TTSText.join_words``:
+   the symbols training sees for the one utterance "prompt text + target text");
 2. prompt codes = ``codec.encode(prompt audio)`` (all ``n_q`` levels);
 3. AR samples level 1 after the prompt's level 1 (KV cache) until ``<eos>`` or
    ``max_len_ratio`` frames per target-text token;
@@ -485,9 +486,10 @@ PAIRS_UNIT = 32  # pairs per commit unit: a hard kill loses at most this many
 BLOCK_SEED_STRIDE = 1000  # seeds of consecutive batches of pairs; retries use the seeds in between
 
 
-def _check_pairs(path: str, asr_spec: str | None) -> int:
+def _check_pairs(path: str, asr_spec: str | None, prompt_seconds: float = 0.0) -> int:
     """Lazy pass over the pair manifest: every cut is a pair; count those without a prompt
-    transcript, which need an ASR (an error with ``--asr none``)."""
+    transcript, which need an ASR (an error with ``--asr none``). A pair's transcript covers its
+    whole crop, so ``prompt_seconds`` must not cut that crop shorter (an error)."""
     from lhotse import load_manifest_lazy
 
     n = missing = 0
@@ -500,6 +502,13 @@ def _check_pairs(path: str, asr_spec: str | None) -> int:
         if not c.custom.get("prompt_text"):
             missing += 1
             first_missing = first_missing or c.id
+        elif prompt_seconds and float(c.custom.get("prompt_duration", 0.0)) > prompt_seconds + 1e-3:
+            dur = float(c.custom["prompt_duration"])
+            raise DmttsError(
+                f"--pairs '{path}': pair '{c.id}' has a {dur:g} s prompt and a transcript of all of it, but "
+                f"--prompt-seconds {prompt_seconds:g} would cut the audio: the AR would be given words the prompt "
+                f"does not speak. Pass --prompt-seconds {dur:g} (or 0), or make the pairs with --prompt-duration "
+                f"{prompt_seconds:g}")
     if n == 0:
         raise DmttsError(f"--pairs '{path}' holds no pairs")
     if missing and not asr_spec:
@@ -527,7 +536,7 @@ def synthesize_pairs(args) -> Path:
     if args.repeats < 1:
         raise DmttsError("--repeats must be >= 1")
     asr_spec = None if (args.asr or "none") == "none" else args.asr
-    missing = _check_pairs(args.pairs, asr_spec)
+    missing = _check_pairs(args.pairs, asr_spec, args.prompt_seconds)
     ctx = shard_context(args.device)
     args.device = ctx.device
     synth = _make_synth(args)

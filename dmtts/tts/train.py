@@ -485,11 +485,14 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
             scheduler.step_epoch(state["epoch"])
             save(plot=False)
     pbar.close()
-    if not state["history"]["valid"] or state["history"]["valid"][-1][0] != state["step"]:
+    final_valid = valid_cuts is not None and (
+        not state["history"]["valid"] or state["history"]["valid"][-1][0] != state["step"])
+    if final_valid:
         record_valid(validate())
     out = exp_dir / "export"
     latest = latest_checkpoint(exp_dir)
-    if latest is None or not latest.name.endswith(f"{state['step']:08d}.pt"):
+    # re-save after a final validation too: its point (and probe) must survive a --resume
+    if final_valid or latest is None or not latest.name.endswith(f"{state['step']:08d}.pt"):
         save(plot=False)
     if dist_info.is_main:
         plot_losses(state["history"], exp_dir / "loss.png", kind)
