@@ -48,6 +48,9 @@ def test_loss_falls(tmp_path, data, kind):
     assert any((tmp_path / "exp" / "tensorboard").iterdir())
     conf = json.loads((out / "config.json").read_text())
     assert conf["kind"] == kind and conf["model"]["d_model"] == 32
+    # steps trained against steps configured, in the export and in train_summary.json
+    assert conf["training"]["steps"] == conf["training"]["max_steps"] == 30 and not conf["training"]["capped"]
+    assert json.loads((tmp_path / "exp" / "train_summary.json").read_text()) == conf["training"]
     from dmtts.tts.export import load_exported
 
     model, text, _ = load_exported(out, kind)
@@ -87,3 +90,15 @@ def test_refuses_to_overwrite_and_rejects_bad_config(tmp_path, data):
     bad = write_config(tmp_path / "bad.yaml", data, **{"data.max_durration": 3})
     with pytest.raises(DmttsError, match="max_durration"):
         train("ar", str(bad), str(tmp_path / "exp2"), progress=False)
+
+
+def test_a_wall_clock_cap_is_flagged(tmp_path, data, caplog):
+    """A run stopped by training.max_minutes says so: warning, train_summary.json, export config."""
+    from dmtts.tts.train import train
+
+    cfg = write_config(tmp_path / "c.yaml", data, **{"training.max_steps": 1000, "training.max_minutes": 1e-6})
+    with caplog.at_level("WARNING"):
+        out = train("ar", str(cfg), str(tmp_path / "exp"), progress=False)
+    summary = json.loads((out / "config.json").read_text())["training"]
+    assert summary["capped"] and summary["steps"] < 1000 and summary["max_steps"] == 1000
+    assert "stopped the AR after" in caplog.text

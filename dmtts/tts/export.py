@@ -22,7 +22,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path, dtype: str = "float32") -> Path:
+def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path, dtype: str = "float32",
+                 summary: dict | None = None) -> Path:
     """Write an exported model directory (atomically: built next to ``out_dir``, then renamed);
     ``dtype="float16"`` stores the weights in half precision (see ``dmtts.utils.storage_state``)."""
     from safetensors.torch import save_file
@@ -47,6 +48,8 @@ def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path, d
         "inference": {"max_len_ratio": tcfg.max_len_ratio, "min_len_ratio": tcfg.min_len_ratio},
         "train_config": to_dict(train_cfg),
     }
+    if summary is not None:  # steps trained vs configured, and whether a wall-clock cap cut the run
+        config["training"] = summary
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -72,7 +75,10 @@ def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str 
     mcfg = TTSModelConfig(**payload["model_config"])
     model = build_model(payload["kind"], mcfg)
     model.load_state_dict(payload["model"])
-    return export_model(model, payload["kind"], mcfg, TTSText.from_data_config(cfg.data), cfg, out_dir, dtype)
+    from dmtts.tts.train import training_summary
+
+    return export_model(model, payload["kind"], mcfg, TTSText.from_data_config(cfg.data), cfg, out_dir, dtype,
+                        summary=training_summary(payload["train_state"], cfg.training))
 
 
 def load_exported(model_dir: str | Path, kind: str | None = None, device="cpu", dtype=torch.float32):

@@ -12,6 +12,7 @@ for ``dmtts synthesize``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -253,6 +254,21 @@ def write_curve_csv(history: dict, path: Path) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def training_summary(state: dict, tcfg) -> dict:
+    """What the run did, for ``train_summary.json`` and the export: steps trained against steps
+    configured, minutes, and whether the wall-clock cap (``max_minutes``) cut it short."""
+    return {
+        "steps": int(state["step"]),
+        "max_steps": int(tcfg.max_steps),
+        "epochs": int(state["epoch"]),
+        "minutes": round(float(state.get("elapsed", 0.0)) / 60, 2),
+        "max_minutes": float(tcfg.max_minutes),
+        # the flag, or (checkpoints written before it existed) the clock: at the cap, short of max_steps
+        "capped": bool(tcfg.max_steps) and state["step"] < tcfg.max_steps and (
+            bool(state.get("capped")) or bool(tcfg.max_minutes and state.get("elapsed", 0.0) / 60 >= tcfg.max_minutes)),
+    }
+
+
 # -- the loop -------------------------------------------------------------------------------
 def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progress: bool = True) -> Path:
     from tqdm import tqdm
@@ -423,7 +439,10 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         if tcfg.max_steps and state["step"] >= tcfg.max_steps:
             return True
         late = torch.tensor([float(bool(tcfg.max_minutes) and (time.time() - t_start) / 60 >= tcfg.max_minutes)])
-        return bool(broadcast(late.to(device))[0])  # rank 0's clock decides for all ranks
+        if bool(broadcast(late.to(device))[0]):  # rank 0's clock decides for all ranks
+            state["capped"] = True
+            return True
+        return False
 
     model.train()
     stop = should_stop()
@@ -497,7 +516,14 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
     if dist_info.is_main:
         plot_losses(state["history"], exp_dir / "loss.png", kind)
         write_curve_csv(state["history"], exp_dir / "curve.csv")
-        export_model(model, kind, mcfg, text, cfg, out)
+        summary = training_summary(state, tcfg)
+        if summary["capped"]:
+            logger.warning("the wall-clock cap training.max_minutes=%g stopped the %s after %d of %d steps",
+                           tcfg.max_minutes, kind.upper(), summary["steps"], tcfg.max_steps)
+        from dmtts.utils import atomic_write_text
+
+        atomic_write_text(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        export_model(model, kind, mcfg, text, cfg, out, summary=summary)
         logger.info("exported the %s model to %s", kind.upper(), out)
     tb.close()
     barrier()
