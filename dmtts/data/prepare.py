@@ -379,9 +379,10 @@ def split_demo_cuts(cuts: CutSet, seed: int, held_out_speakers: int,
     """Split by utterance into train/dev/test; the last ``held_out_speakers`` speakers (sorted by
     id) go entirely to test, so zero-shot synthesis can be tested on voices never trained on."""
     speakers = sorted({c.supervisions[0].speaker for c in cuts})
-    if held_out_speakers >= len(speakers):
+    if held_out_speakers > len(speakers):
         raise DmttsError(f"cannot hold out {held_out_speakers} of {len(speakers)} speakers: "
-                         "at least one speaker must remain for training")
+                         f"--held-out-speakers must be at most {len(speakers)}")
+    # all held out: an evaluation-only corpus (train and dev stay empty)
     held_out = set(speakers[len(speakers) - held_out_speakers:])
     rng = random.Random(seed)
     split: dict[str, list] = {"train": [], "dev": [], "test": []}
