@@ -235,3 +235,16 @@ def test_cli_train_bpe_and_errors(tmp_path, capsys):
     assert main(["phonemize", "--cuts", str(bad), "--out", str(tmp_path / "o.jsonl.gz")]) == 2
     assert "no cut" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl.gz").exists()
+
+
+def test_unknown_stress_variants_map_to_the_nearest_known_symbol():
+    """A phone/stress combination missing from the table becomes the same phone with another
+    stress (or without its length mark), not <unk>; truly unknown symbols stay as they are."""
+    from dmtts.text.frontend import nearest_symbol
+
+    table = SymbolTable(["ˈɑːɹ", "ɪ", "ˌoʊ", "e"])
+    assert nearest_symbol("ɑːɹ", table) == "ˈɑːɹ"  # unstressed -> stressed
+    assert nearest_symbol("ˈɪ", table) == "ɪ"  # stressed -> unstressed
+    assert nearest_symbol("ˈoʊ", table) == "ˌoʊ"  # primary -> secondary
+    assert nearest_symbol("eː", table) == "e"  # length mark dropped
+    assert nearest_symbol("ʒ", table) == "ʒ" and nearest_symbol("ɪ", table) == "ɪ"

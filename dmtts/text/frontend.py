@@ -67,6 +67,25 @@ class TextFrontend:
         return TextTokenCollater(self.symbol_table, add_bos=add_bos, add_eos=add_eos, strict=self.strict)
 
 
+_STRESS = ("\u02c8", "\u02cc")  # primary, secondary stress marks as espeak writes them
+
+
+def nearest_symbol(symbol: str, table: SymbolTable) -> str:
+    """``symbol`` if the table has it, else the closest form it has: the same phone with another
+    stress (``ɑːɹ`` -> ``ˈɑːɹ``) or without its length mark. A prompt transcript or a user's text
+    can hold a phone/stress combination the training corpus never had; the same vowel with
+    another stress is a far better input for the model than ``<unk>``. Unmatched symbols are
+    returned as they are (and become ``<unk>`` with a warning)."""
+    if symbol in table:
+        return symbol
+    bare = symbol.lstrip("".join(_STRESS))
+    stressed = [bare] + [mark + bare for mark in _STRESS]
+    for candidate in stressed + [c.replace("\u02d0", "") for c in stressed]:
+        if candidate in table:
+            return candidate
+    return symbol
+
+
 class PhonemeFrontend(TextFrontend):
     kind = "phonemes"
 
@@ -89,10 +108,10 @@ class PhonemeFrontend(TextFrontend):
         return state
 
     def tokenize(self, text: str) -> list[str]:
-        return self.phonemizer.phonemize(text)
+        return [nearest_symbol(t, self.symbol_table) for t in self.phonemizer.phonemize(text)]
 
     def tokenize_batch(self, texts: Sequence[str]) -> list[list[str]]:
-        return self.phonemizer.phonemize_batch(texts)
+        return [[nearest_symbol(t, self.symbol_table) for t in seq] for seq in self.phonemizer.phonemize_batch(texts)]
 
     def supervision_tokens(self, sup: Any) -> list[str]:
         """Precomputed ``supervision.custom["phonemes"]`` (from ``dmtts phonemize``), else phonemise."""
