@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     t.add_argument("--config", required=True, help="YAML: 'preset: paper|official|tiny' plus overrides")
     t.add_argument("--exp-dir", required=True, help="experiment directory (checkpoints, tensorboard, config)")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-dir")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("encode", help="audio file -> codes (.npy, int16 [n_q, T])")
@@ -79,7 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     from dmtts.codec.train import train
 
     cfg = load_training_config(args.config)
-    train(cfg, args.exp_dir, resume=args.resume)
+    train(cfg, args.exp_dir, resume=args.resume, progress=not args.no_progress)
     return 0
 
 

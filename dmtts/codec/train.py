@@ -68,8 +68,9 @@ def _load_cuts(path: str, what: str):
 
 class CodecTrainer:
     def __init__(self, cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False,
-                 dist: DistInfo | None = None):
+                 dist: DistInfo | None = None, progress: bool = True):
         self.cfg, self.exp_dir, self.resume = cfg, Path(exp_dir), resume
+        self.progress = progress
         self.dist = dist or init_distributed(cfg.train.device)
         self.device = self.dist.device
         if cfg.train.num_threads > 0:
@@ -325,7 +326,8 @@ class CodecTrainer:
             from tqdm import tqdm
 
             total = t.max_steps if t.max_steps > 0 else None
-            pbar = tqdm(total=total, initial=self.step, desc="codec train", unit="step", dynamic_ncols=True)
+            pbar = tqdm(total=total, initial=self.step, desc="codec train", unit="step", dynamic_ncols=True,
+                        disable=not self.progress)
         t0 = self._t0 = time.time()
         interrupted = False
         last_saved = self.step
@@ -472,8 +474,8 @@ class CodecTrainer:
         plt.close(fig)
 
 
-def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False) -> dict:
-    trainer = CodecTrainer(cfg, exp_dir, resume)
+def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    trainer = CodecTrainer(cfg, exp_dir, resume, progress=progress)
     try:
         return trainer.run()
     finally:

@@ -96,6 +96,7 @@ def register(subparsers) -> None:
     s.add_argument("--max-len-ratio", type=float, default=None,
                    help="max frames per target text token (default: the AR model's exported value)")
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="weight dtype of the AR/NAR models: float16 about halves AR decoding time on CPUs with fast "

@@ -447,7 +447,7 @@ def synthesize_one(args) -> Path:
     torch.manual_seed(args.seed)
     records = synthesize_texts(synth, [args.text], prompt, prompt_text, [Path(args.out)], gen,
                                batch_size=args.batch_size, pause=args.sentence_pause, max_words=args.max_words,
-                               progress=len(args.text.split()) > args.max_words)
+                               progress=len(args.text.split()) > args.max_words and not getattr(args, "no_progress", False))
     _log_retries(records)
     logger.info("wrote %s (%.2f s, %d sentences)", args.out, records[0]["duration"], len(records[0]["sentences"]))
     return Path(args.out)
@@ -603,7 +603,7 @@ def synthesize_pairs(args) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     unit = job.new_unit()
     bar = tqdm(total=job.num_todo * args.repeats, desc=f"synthesize (rank {ctx.rank})" if ctx.is_distributed else "synthesize",
-               unit="utt")
+               unit="utt", disable=getattr(args, "no_progress", False))
     try:
         with sigterm_as_interrupt():
             for block in job.todo_blocks():
