@@ -330,7 +330,7 @@ def test_pairs_prompt_is_not_cut_shorter_than_its_transcript(tmp_path):
     from lhotse import CutSet, MonoCut, Recording
 
     from dmtts.errors import DmttsError
-    from dmtts.tts.synthesize import _check_pairs
+    from dmtts.tts.synthesize_pairs import _check_pairs
 
     wav = tmp_path / "p.wav"
     sf.write(wav, np.zeros(16000 * 6, dtype=np.float32), 16000)

@@ -69,8 +69,7 @@ def _load_cuts(path: str, what: str):
 class CodecTrainer:
     def __init__(self, cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False,
                  dist: DistInfo | None = None, progress: bool = True):
-        self.cfg, self.exp_dir, self.resume = cfg, Path(exp_dir), resume
-        self.progress = progress
+        self.cfg, self.exp_dir, self.resume, self.progress = cfg, Path(exp_dir), resume, progress
         self.dist = dist or init_distributed(cfg.train.device)
         self.device = self.dist.device
         if cfg.train.num_threads > 0:
@@ -321,13 +320,10 @@ class CodecTrainer:
 
         self.logger = TrainLogger(self.exp_dir / "tensorboard", enabled=self.dist.is_main)
         old_handlers = self._install_signals()
-        pbar = None
-        if self.dist.is_main:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            total = t.max_steps if t.max_steps > 0 else None
-            pbar = tqdm(total=total, initial=self.step, desc="codec train", unit="step", dynamic_ncols=True,
-                        disable=not self.progress)
+        pbar = tqdm(total=t.max_steps if t.max_steps > 0 else None, initial=self.step, desc="codec train",
+                    unit="step", dynamic_ncols=True, disable=not (self.progress and self.dist.is_main))
         t0 = self._t0 = time.time()
         interrupted = False
         last_saved = self.step

@@ -146,7 +146,9 @@ def _synthesize(args) -> int:
             raise DmttsError("--pairs needs --out-dir")
         if args.prompt_audio or args.out:
             raise DmttsError("--pairs cannot be combined with --prompt-audio/--out (the pairs name their prompts)")
-        syn.synthesize_pairs(args)
+        from dmtts.tts.synthesize_pairs import synthesize_pairs
+
+        synthesize_pairs(args)
         return 0
     if args.text_file:
         missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out-dir", args.out_dir)) if v is None]

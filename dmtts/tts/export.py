@@ -75,7 +75,7 @@ def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str 
     mcfg = TTSModelConfig(**payload["model_config"])
     model = build_model(payload["kind"], mcfg)
     model.load_state_dict(payload["model"])
-    from dmtts.tts.train import training_summary
+    from dmtts.tts.train_report import training_summary
 
     return export_model(model, payload["kind"], mcfg, TTSText.from_data_config(cfg.data), cfg, out_dir, dtype,
                         summary=training_summary(payload["train_state"], cfg.training))
