@@ -4,7 +4,7 @@ codes of each pair's target (the codec's encoding of the real recording) instead
 and write the NAR + codec output as ``OUT/<cut_id>.wav`` for ``dmtts eval tts``.
 
     python local/tts_oracle_level1.py --nar NAR_DIR --ar AR_DIR --codec CODEC_DIR \
-        --pairs PAIRS.jsonl.gz --out-dir exp/oracle_level1/synth
+        --pairs PAIRS.jsonl.gz --output-dir exp/oracle_level1/synth
 
 The AR directory only supplies the text front-end (the sequence is built as `dmtts synthesize`
 builds it). The score of these files is a bound: the best WER the NAR and the codec allow.
@@ -30,12 +30,12 @@ def main() -> None:
     p.add_argument("--nar", required=True)
     p.add_argument("--codec", required=True)
     p.add_argument("--pairs", required=True)
-    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--asr", default="faster-whisper", help="transcribes prompts without a transcript")
     args = p.parse_args()
     synth = Synthesizer(args.ar, args.nar, args.codec)
     asr = parse_asr_arg(args.asr)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for pair in load_manifest(args.pairs):
             prompt_wav = load_prompt_audio(pair, synth.sample_rate)
@@ -49,8 +49,8 @@ def main() -> None:
             full = synth.nar.generate(text, text_lens, prompt, torch.tensor([prompt.shape[1]]),
                                       true[None, :, 0], torch.tensor([true.shape[0]]))[0]
             wav = synth.codec.decode(full.T[None])[0, 0].float().numpy()
-            save_audio(args.out_dir / f"{pair.id}.wav", wav, synth.sample_rate)
-    print(args.out_dir)
+            save_audio(args.output_dir / f"{pair.id}.wav", wav, synth.sample_rate)
+    print(args.output_dir)
 
 
 if __name__ == "__main__":

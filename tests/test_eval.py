@@ -15,7 +15,7 @@ import soundfile as sf
 from dmtts.errors import DmttsError
 from dmtts.eval import metrics as M
 from dmtts.eval.significance import BETTER, DOMINANT, NONE, aso_epsilon, compare_systems
-from dmtts.eval.textnorm import normalize_text
+from dmtts.eval.wer_norm import normalize_text
 
 SR = 16000
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
@@ -85,7 +85,7 @@ def test_wer_and_wil():
 
 
 def test_whisper_normaliser_is_the_default_and_ours_is_named():
-    from dmtts.eval.textnorm import load_text_normalizer
+    from dmtts.eval.wer_norm import load_text_normalizer
 
     # Whisper's English normaliser standardises spelling and titles (ours scored these as errors)
     assert M.word_errors("THE COLOUR GREY, MR. SMITH", "the color gray mister smith").wer == 0.0
@@ -95,7 +95,7 @@ def test_whisper_normaliser_is_the_default_and_ours_is_named():
     assert M.word_errors("rock and roll", "rock & roll").wer == pytest.approx(100 / 3)
     assert load_text_normalizer("whisper")("  Twenty-one  dollars ") == "$21"
     assert "whisper-normalizer" in M.EvalModels(asr=lambda w: [""] * len(w)).describe(["wer"])["wer"]
-    assert "dmtts.eval.textnorm" in M.EvalModels(text_norm="dmtts").text_norm.name
+    assert "dmtts.eval.wer_norm" in M.EvalModels(text_norm="dmtts").text_norm.name
     with pytest.raises(DmttsError, match="--text-norm.*whisper or dmtts"):
         load_text_normalizer("nope")
 
@@ -387,10 +387,10 @@ def test_train_curves_overlay_runs_from_tensorboard(tmp_path, capsys):
         writer.close()
     out = tmp_path / "curves"
     assert main(["eval", "train-curves", "--runs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}",
-                 "--tags", "train/mel", "train/distill_lm", "--out-dir", str(out)]) == 0
+                 "--tags", "train/mel", "train/distill_lm", "--output-dir", str(out)]) == 0
     rows = list(csv.reader((out / "train_curves.csv").open()))
     assert rows[0] == ["step", "a:train/mel", "b:train/mel", "b:train/distill_lm"]   # a never logged distill_lm
     assert rows[1:] == [["10", "10", "20", "0.5"], ["20", "20", "40", "0.5"], ["30", "30", "60", "0.5"]]
     assert (out / "train_curves.png").stat().st_size > 0
-    assert main(["eval", "train-curves", "--runs", f"a={tmp_path}", "--out-dir", str(out)]) == 2
+    assert main(["eval", "train-curves", "--runs", f"a={tmp_path}", "--output-dir", str(out)]) == 2
     assert "no tensorboard/ directory" in capsys.readouterr().err

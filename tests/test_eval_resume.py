@@ -180,7 +180,7 @@ def test_codec_eval_rerun_scores_only_what_is_missing(tmp_path, codec, count_rec
     calls.clear(), count_reconstructions.clear()
     _codec_eval(cuts, out, codec, calls, models=_models(calls, "dmtts"))
     assert calls == {} and count_reconstructions == {}
-    assert "dmtts.eval.textnorm" in (out / "summary.md").read_text()
+    assert "dmtts.eval.wer_norm" in (out / "summary.md").read_text()
     # ... and another ASR is another key: everything is transcribed again, nothing else scored
     other = _models(calls)
     other._specs["asr"].name = "another-asr"
@@ -321,7 +321,7 @@ def test_eval_codec_under_torchrun_two_gloo_ranks_equals_one_process(tmp_path, c
     codec.save_pretrained(tmp_path / "export")
     args = ["-m", "dmtts.cli", "--log-level", "WARNING", "eval", "codec", "--model", str(tmp_path / "export"),
             "--cuts", str(cuts), "--n-q", "2", "--metrics", "stoi", "pesq", "--unit-size", "2", "--batch-size", "2",
-            "--figure-utts", "0", "--device", "cpu", "--out-dir"]
+            "--figure-utts", "0", "--device", "cpu", "--output-dir"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     r = subprocess.run([*launcher, *args, str(tmp_path / "two")], env=ENV, cwd=REPO, capture_output=True,
                        text=True, timeout=300)

@@ -9,7 +9,7 @@ from lhotse import CutSet, RecordingSet, SupervisionSet, load_manifest
 
 from corpus_fixtures import make_librispeech, make_libriheavy, make_libritts, make_vctk
 from dmtts.cli import main
-from dmtts.data.text_norm import normalize_transcript
+from dmtts.data.transcript_norm import normalize_transcript
 
 
 def _load_cuts(path: Path) -> CutSet:

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from dmtts.cli import main
-from dmtts.text.normalize import split_sentences
+from dmtts.text.tts_input_norm import split_sentences
 from dmtts.tts.robust import DecodeChecks, check_generation, longest_loop
 from synthesis_fixtures import PRETRAINED, make_tiny_tts_models
 
@@ -128,7 +128,7 @@ def test_never_ending_model_is_detected_retried_and_recorded(models, tmp_path, c
     lines = tmp_path / "lines.txt"
     lines.write_text("Hello world.\n\nThis is a test.\n")
     out_dir = tmp_path / "out"
-    assert main(_args(models, ar, "--text-file", str(lines), "--out-dir", str(out_dir), "--max-retries", "2",
+    assert main(_args(models, ar, "--text-file", str(lines), "--output-dir", str(out_dir), "--max-retries", "2",
                       "--seed", "7")) == 0
     records = [json.loads(x) for x in (out_dir / "manifest.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["line00001", "line00003"]  # the empty line 2 is skipped
@@ -236,10 +236,10 @@ def test_a_sentence_that_always_ends_early_is_spoken_in_two_halves_when_that_fit
 def test_text_file_errors(models, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")
-    assert main(_args(models, models["ar"], "--text-file", str(empty), "--out-dir", str(tmp_path / "o"))) == 2
+    assert main(_args(models, models["ar"], "--text-file", str(empty), "--output-dir", str(tmp_path / "o"))) == 2
     assert "no non-empty line" in capsys.readouterr().err
     assert main(_args(models, models["ar"], "--text-file", str(empty), "--out", str(tmp_path / "o.wav"))) == 2
-    assert "--text-file needs --prompt-audio and --out-dir" in capsys.readouterr().err
+    assert "--text-file needs --prompt-audio and --output-dir" in capsys.readouterr().err
     assert main(_args(models, models["ar"], "--text", "Hi.", "--text-file", str(empty), "--out", "x.wav")) == 2
     assert "exactly one of --text, --text-file or --pairs" in capsys.readouterr().err
     for flag, value in (("--batch-size", "0"), ("--sentence-pause", "-1"), ("--max-loop-seconds", "0")):
@@ -313,7 +313,7 @@ def _dmtts(*args):
 def test_pairs_transcribe_missing_prompt_texts_by_default(models, tmp_path, capsys):
     pairs = _pairs_without_transcripts(tmp_path, PRETRAINED / "prompt.wav")
     base = [str(a) for a in ("synthesize", "--ar", models["ar"], "--nar", models["nar"], "--codec", models["codec"],
-                             "--pairs", pairs, "--out-dir", tmp_path / "synth", "--max-retries", "0")]
+                             "--pairs", pairs, "--output-dir", tmp_path / "synth", "--max-retries", "0")]
     assert main(base + ["--asr", "none"]) == 2  # checked before anything is loaded
     err = capsys.readouterr().err
     assert "pair 'tgt0' (and 1 more)" in err and "--asr is none" in err
@@ -349,10 +349,10 @@ def test_pairs_under_torchrun_equal_one_process_and_resume_with_another_world_si
                              "--pairs", pairs, "--batch-size", "2", "--device", "cpu")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "dmtts.cli", *args, "--out-dir", str(tmp_path / "two")], capture_output=True,
+                           "-m", "dmtts.cli", *args, "--output-dir", str(tmp_path / "two")], capture_output=True,
                           text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert main(args + ["--out-dir", str(tmp_path / "one")]) == 0
+    assert main(args + ["--output-dir", str(tmp_path / "one")]) == 0
 
     def manifest(d):
         return [{k: v for k, v in json.loads(x).items() if k not in ("path", "prompt_path")}
@@ -367,7 +367,7 @@ def test_pairs_under_torchrun_equal_one_process_and_resume_with_another_world_si
     for p in progress.glob("run0000-rank00001-*"):
         p.unlink()
     (tmp_path / "two" / "tgt2.wav").unlink()
-    assert main(args + ["--out-dir", str(tmp_path / "two")]) == 0
+    assert main(args + ["--output-dir", str(tmp_path / "two")]) == 0
     assert manifest("two") == manifest("one") and (tmp_path / "two" / "tgt2.wav").is_file()
 
 

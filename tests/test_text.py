@@ -10,7 +10,7 @@ import torch
 
 from dmtts.errors import DmttsError
 from dmtts.text import SymbolTable, TextTokenCollater, build_text_frontend
-from dmtts.text.normalize import normalize_english, number_to_words, ordinal_to_words, year_to_words
+from dmtts.text.tts_input_norm import normalize_english, number_to_words, ordinal_to_words, year_to_words
 from dmtts.text.phonemizer import WORD_BOUNDARY, Phonemizer
 
 

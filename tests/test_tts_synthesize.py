@@ -91,7 +91,7 @@ def test_synthesize_pairs_with_repeats(models, tmp_path):
     pairs = tmp_path / "pairs.jsonl.gz"
     CutSet.from_cuts(cuts).to_file(pairs)
     out_dir = tmp_path / "synth"
-    rc = main(_args(models, "--pairs", str(pairs), "--out-dir", str(out_dir), "--repeats", "2", "--batch-size", "3"))
+    rc = main(_args(models, "--pairs", str(pairs), "--output-dir", str(out_dir), "--repeats", "2", "--batch-size", "3"))
     assert rc == 0
     names = sorted(p.name for p in out_dir.glob("*.wav"))
     assert names == ["tgt0_rep0.wav", "tgt0_rep1.wav", "tgt1_rep0.wav", "tgt1_rep1.wav"]

@@ -10,7 +10,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from dmtts.data.prepare import PrepareOptions, prepare
 
     options = PrepareOptions(num_jobs=args.num_jobs, min_duration=args.min_duration,
-                             max_duration=args.max_duration, text_norm=args.text_norm, force=args.force,
+                             max_duration=args.max_duration, text_norm=args.text_norm, overwrite=args.overwrite,
                              seed=args.seed, held_out_speakers=args.held_out_speakers,
                              trim_silence=args.trim_silence, trim_threshold_db=args.trim_threshold_db)
     report = prepare(args.corpus, args.corpus_dir, args.output_dir, args.parts, options, args.audio_dir)
@@ -75,7 +75,7 @@ def _segment(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     from dmtts.data.prepare import CORPORA
     from dmtts.teachers.asr import add_ct2_arguments
-    from dmtts.data.text_norm import TEXT_NORMS
+    from dmtts.data.transcript_norm import TEXT_NORMS
 
     p = subparsers.add_parser("prepare", help="corpus -> lhotse manifests and 16 kHz cuts",
                               description="Prepare a local corpus into data/manifests and data/cuts.")
@@ -96,7 +96,7 @@ def register(subparsers) -> None:
                    help="cut leading and trailing silence from every cut, so prompts and endings are speech")
     p.add_argument("--trim-threshold-db", type=float, default=40.0,
                    help="with --trim-silence: frames this many dB below the cut's loudest frame are silence")
-    p.add_argument("--force", action="store_true", help="redo parts whose cuts already exist")
+    p.add_argument("--overwrite", action="store_true", help="redo parts whose cuts already exist")
     p.set_defaults(func=_prepare)
 
     p = subparsers.add_parser("download", help="download a corpus (needs internet)")

@@ -10,7 +10,7 @@ utterance its own sentence; this generator does the same for the synthetic demo 
 * about 50 sentence shapes with slots drawn from lists of several hundred common words, so
   that the same word appears in many contexts and one context holds many words;
 * numbers, dates, times, money and abbreviations occur as in real text and are spelled out by
-  :func:`dmtts.text.normalize.normalize_english` before synthesis, so what the synthesizer says
+  :func:`dmtts.text.tts_input_norm.normalize_english` before synthesis, so what the synthesizer says
   is exactly the transcript (:func:`spoken_sentences`).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from dmtts.text.normalize import normalize_english
+from dmtts.text.tts_input_norm import normalize_english
 
 NAMES = (
     "Anna", "Thomas", "Margaret", "Doctor Reyes", "Mister Holloway", "Clara", "the captain", "old Peter",

@@ -30,7 +30,7 @@ from lhotse import CutSet, RecordingSet, SupervisionSet, load_manifest_lazy
 from lhotse.utils import fastcopy
 
 from dmtts.audio import SAMPLE_RATE
-from dmtts.data.text_norm import normalize_transcript
+from dmtts.data.transcript_norm import normalize_transcript
 from dmtts.errors import DmttsError
 from dmtts.utils import atomic_path, require_dir
 
@@ -52,8 +52,8 @@ class PrepareOptions:
     num_jobs: int = 1
     min_duration: float | None = None  # cuts shorter than this (s) are dropped
     max_duration: float | None = None  # cuts longer than this (s) are dropped
-    text_norm: str = "clean"  # see dmtts.data.text_norm
-    force: bool = False  # redo parts whose cuts already exist
+    text_norm: str = "clean"  # see dmtts.data.transcript_norm
+    overwrite: bool = False  # redo parts whose cuts already exist
     seed: int = 42  # demo train/dev/test split
     held_out_speakers: int = 1  # demo: speakers kept out of train (zero-shot tests)
     trim_silence: bool = False  # cut leading/trailing silence (dmtts.data.trim)
@@ -208,7 +208,7 @@ def _todo(parts: Iterable[str], output_dir: Path, corpus: str, options: PrepareO
           report: PrepareReport) -> list[str]:
     todo = []
     for part in parts:
-        if not options.force and cuts_path(output_dir, corpus, part).is_file():
+        if not options.overwrite and cuts_path(output_dir, corpus, part).is_file():
             report.skipped_parts.append(part)
         else:
             todo.append(part)

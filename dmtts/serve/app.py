@@ -105,7 +105,7 @@ class SynthesisService:
         """Synthesize ``text`` (any length) in the prompt's voice; returns the wav and a summary line."""
         import torch
 
-        from dmtts.text.normalize import check_not_empty
+        from dmtts.text.tts_input_norm import check_not_empty
         from dmtts.tts.synthesize import synthesize_texts
 
         check_not_empty(text, "the text to synthesize")

@@ -14,7 +14,7 @@ _EXPORTS = {
     "build_text_frontend": "dmtts.text.frontend",
     "FRONTEND_KINDS": "dmtts.text.frontend",
     "SymbolTable": "dmtts.text.symbols",
-    "normalize_english": "dmtts.text.normalize",
+    "normalize_english": "dmtts.text.tts_input_norm",
     "Phonemizer": "dmtts.text.phonemizer",
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from dmtts.errors import DmttsError
-from dmtts.text.normalize import basic_cleanup, check_not_empty
+from dmtts.text.tts_input_norm import basic_cleanup, check_not_empty
 from dmtts.text.symbols import SPECIAL_SYMBOLS, SymbolTable
 from dmtts.utils import atomic_path, require_file
 

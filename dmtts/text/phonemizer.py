@@ -1,6 +1,6 @@
 """Phonemisation with the ``phonemizer`` package and its espeak-ng backend.
 
-Text is first normalised (:func:`dmtts.text.normalize.normalize_english` for English), then
+Text is first normalised (:func:`dmtts.text.tts_input_norm.normalize_english` for English), then
 phonemised by espeak-ng. The output is a flat list of symbols:
 
 * phones as espeak writes them in IPA, with stress marks attached to the vowel (``ˈoʊ``);
@@ -16,7 +16,7 @@ import logging
 from typing import Sequence
 
 from dmtts.errors import DmttsError
-from dmtts.text.normalize import basic_cleanup, check_not_empty, normalize_english
+from dmtts.text.tts_input_norm import basic_cleanup, check_not_empty, normalize_english
 
 WORD_BOUNDARY = "_"
 _PHONE_SEP = "|"

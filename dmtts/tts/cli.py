@@ -54,8 +54,8 @@ def register(subparsers) -> None:
         "synthesize",
         help="zero-shot TTS: text + 3 s prompt -> speech",
         description="One text of any length (--text, --prompt-audio, --out; long text is split into sentences), "
-        "a file of texts (--text-file, --prompt-audio, --out-dir: one wav per line), or a TTS evaluation pair "
-        "manifest (--pairs, --out-dir; from 'dmtts subset librispeech-tts-eval|vctk-tts-eval'; sharded under "
+        "a file of texts (--text-file, --prompt-audio, --output-dir: one wav per line), or a TTS evaluation pair "
+        "manifest (--pairs, --output-dir; from 'dmtts subset librispeech-tts-eval|vctk-tts-eval'; sharded under "
         "torchrun). Every AR output is checked (no end token, a loop, an implausible duration) and retried with a "
         "new seed up to --max-retries times.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     s.add_argument("--prompt-text", default=None, help="transcript of the prompt (default: transcribe it with --asr)")
     s.add_argument("--out", default=None, help="output wav (--text mode)")
     s.add_argument("--pairs", default=None, help="TTS evaluation pairs (.jsonl.gz)")
-    s.add_argument("--out-dir", default=None, help="output directory (--text-file / --pairs): wavs + manifest.jsonl")
+    s.add_argument("--output-dir", default=None, help="output directory (--text-file / --pairs): wavs + manifest.jsonl")
     s.add_argument("--repeats", type=int, default=1, help="syntheses per pair (VALL-E protocol: 3) -> <cut_id>_rep{i}.wav")
     s.add_argument("--batch-size", type=int, default=8, help="sentences / utterances per batch")
     s.add_argument("--overwrite", action="store_true", help="pairs mode: start over instead of resuming")
@@ -142,8 +142,8 @@ def _synthesize(args) -> int:
     if len(modes) != 1:
         raise DmttsError(f"give exactly one of --text, --text-file or --pairs (got {', '.join(modes) or 'none'})")
     if args.pairs:
-        if args.out_dir is None:
-            raise DmttsError("--pairs needs --out-dir")
+        if args.output_dir is None:
+            raise DmttsError("--pairs needs --output-dir")
         if args.prompt_audio or args.out:
             raise DmttsError("--pairs cannot be combined with --prompt-audio/--out (the pairs name their prompts)")
         from dmtts.tts.synthesize_pairs import synthesize_pairs
@@ -151,9 +151,9 @@ def _synthesize(args) -> int:
         synthesize_pairs(args)
         return 0
     if args.text_file:
-        missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out-dir", args.out_dir)) if v is None]
+        missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--output-dir", args.output_dir)) if v is None]
         if missing or args.out:
-            raise DmttsError("--text-file needs --prompt-audio and --out-dir (one wav per line), not --out")
+            raise DmttsError("--text-file needs --prompt-audio and --output-dir (one wav per line), not --out")
         syn.synthesize_text_file(args)
         return 0
     missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out", args.out)) if v is None]

@@ -272,7 +272,7 @@ def synthesize_texts(synth: Synthesizer, texts: list[str], prompt_wav: np.ndarra
     """
     from tqdm import tqdm
 
-    from dmtts.text.normalize import split_sentences
+    from dmtts.text.tts_input_norm import split_sentences
 
     segments = []  # (text index, sentence index, sentence)
     sentences_of = []
@@ -327,7 +327,7 @@ def _resplit_too_short(synth: Synthesizer, entries: list[dict], names: list[str]
     (``split_in_two``: at the clause mark nearest the middle) and keep them, joined by a short
     pause, when their length is closer to the expected one. The shorter the text, the less a
     model that stops early loses (splitting a paragraph into sentences is the same remedy)."""
-    from dmtts.text.normalize import split_in_two
+    from dmtts.text.tts_input_norm import split_in_two
     from dmtts.tts.robust import badness
 
     todo = [(i, split_in_two(e["text"])) for i, e in enumerate(entries) if e["failure"] == "too_short"]
@@ -402,7 +402,7 @@ def _load_prompt(args, synth: Synthesizer) -> tuple[np.ndarray, str]:
     """The ``--prompt-audio`` cut to ``--prompt-seconds`` and its transcript (``--prompt-text``,
     else the ``--asr`` transcript of the cut prompt)."""
     from dmtts.audio import load_audio
-    from dmtts.text.normalize import check_not_empty
+    from dmtts.text.tts_input_norm import check_not_empty
     from dmtts.utils import require_file
 
     require_file(args.prompt_audio, "--prompt-audio", "pass a wav/flac file with at least 1 s of the target speaker")
@@ -433,7 +433,7 @@ def _log_retries(records: list[dict]) -> None:
 def synthesize_one(args) -> Path:
     """``dmtts synthesize --text ... --prompt-audio ... --out ...`` (any length: long text is
     split into sentences and joined)."""
-    from dmtts.text.normalize import check_not_empty
+    from dmtts.text.tts_input_norm import check_not_empty
 
     check_not_empty(args.text, "--text")
     synth = _make_synth(args)
@@ -449,14 +449,14 @@ def synthesize_one(args) -> Path:
 
 
 def synthesize_text_file(args) -> Path:
-    """``dmtts synthesize --text-file lines.txt --prompt-audio p.wav --out-dir DIR``: one wav per
+    """``dmtts synthesize --text-file lines.txt --prompt-audio p.wav --output-dir DIR``: one wav per
     non-empty line (``line00001.wav`` for line 1, ...) and ``DIR/manifest.jsonl``."""
     from dmtts.utils import atomic_write_text
 
     lines = read_text_file(args.text_file)
     synth = _make_synth(args)
     prompt, prompt_text = _load_prompt(args, synth)
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)

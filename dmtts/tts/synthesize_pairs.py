@@ -61,7 +61,7 @@ def _check_pairs(path: str, asr_spec: str | None, prompt_seconds: float = 0.0) -
 
 
 def synthesize_pairs(args) -> Path:
-    """``dmtts synthesize --pairs PAIRS --out-dir DIR``: one wav per pair (and repeat) + manifest.
+    """``dmtts synthesize --pairs PAIRS --output-dir DIR``: one wav per pair (and repeat) + manifest.
 
     Sharded under torchrun (``dmtts.data.sharding``): the pairs are cut into blocks of one batch
     (``--batch-size // --repeats`` consecutive pairs), block ``b`` goes to rank ``b % world_size``
@@ -84,7 +84,7 @@ def synthesize_pairs(args) -> Path:
     ctx = shard_context(args.device)
     args.device = ctx.device
     synth = _make_synth(args)
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.output_dir)
     settings = {k: getattr(args, k) for k in ("repeats", "seed", "top_k", "top_p", "temperature", "max_len_ratio",
                                               "prompt_seconds", "dtype", "ras", "ras_window", "ras_threshold",
                                               "max_retries")}

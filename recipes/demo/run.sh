@@ -130,12 +130,12 @@ if [ "${scale}" = replication ]; then
     for v in ${variants}; do
       dmtts codec export --checkpoint ${rep}/codec_${v} --out ${rep}/codec_${v}/export
       dmtts eval codec --model ${rep}/codec_${v}/export --cuts data/cuts/demo_replication_eval.jsonl.gz \
-        --out-dir ${rep}/eval_${v} --n-q 8 --name ${v} --metrics wer wil stoi pesq visqol
+        --output-dir ${rep}/eval_${v} --n-q 8 --name ${v} --metrics wer wil stoi pesq visqol
       scores+=" ${rep}/eval_${v}/scores_${v}_nq8.csv"
     done
-    dmtts eval significance --scores ${scores} --metric wer wil stoi pesq visqol --out-dir ${rep}/significance
+    dmtts eval significance --scores ${scores} --metric wer wil stoi pesq visqol --output-dir ${rep}/significance
     dmtts eval train-curves --runs none=${rep}/codec_none lm=${rep}/codec_lm lm+sm=${rep}/codec_lm_sm \
-      --out-dir ${rep} --smooth 5
+      --output-dir ${rep} --smooth 5
     dmtts eval report --codec-eval ${rep}/eval_none ${rep}/eval_lm ${rep}/eval_lm_sm --out ${rep}/report.md \
       --figures ${rep}/train_curves.png
     mark_done replication_eval
@@ -218,11 +218,11 @@ with_pretrained=false
 if run_stage 9 && ! stage_done synthesize; then
   log "Stage 9: zero-shot synthesis for the held-out speaker (3 s prompts)"
   dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
-    --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/synth --asr faster-whisper --seed "${seed}"
+    --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --output-dir exp/tts/synth --asr faster-whisper --seed "${seed}"
   if ${with_pretrained}; then
     log "Stage 9: the same pairs with the pretrained quality models (${pretrained})"
     dmtts synthesize --ar "${pretrained}/ar" --nar "${pretrained}/nar" --codec "${pretrained}/codec" \
-      --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/pretrained/synth --asr faster-whisper \
+      --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --output-dir exp/pretrained/synth --asr faster-whisper \
       --seed "${seed}"
   fi
   mark_done synthesize
@@ -231,16 +231,16 @@ fi
 if run_stage 10 && ! stage_done evaluate; then
   log "Stage 10: evaluate codec reconstruction and TTS; write the report"
   dmtts eval codec --model "${codec_dir}" --cuts data/cuts/demo_codec_eval.jsonl.gz \
-    --out-dir exp/codec/eval --n-q 1 3 6 8
-  dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --out-dir exp/tts/eval
+    --output-dir exp/codec/eval --n-q 1 3 6 8
+  dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --output-dir exp/tts/eval
   dmtts eval significance --scores exp/codec/eval/scores_dmcodec_nq{1,3,6,8}.csv \
-    --metric wer stoi --out-dir exp/codec/eval/significance
+    --metric wer stoi --output-dir exp/codec/eval/significance
   codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
   if ${with_pretrained}; then
     dmtts eval codec --model "${pretrained}/codec" --cuts data/cuts/demo_codec_eval.jsonl.gz \
-      --out-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec
+      --output-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec
     dmtts eval tts --synth-dir exp/pretrained/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz \
-      --out-dir exp/pretrained/tts_eval --name pretrained_dmcodec_tts
+      --output-dir exp/pretrained/tts_eval --name pretrained_dmcodec_tts
     codec_evals+=" exp/pretrained/codec_eval"; tts_evals+=" exp/pretrained/tts_eval"
   fi
   dmtts eval report --codec-eval ${codec_evals} --tts-eval ${tts_evals} --out exp/report.md \
@@ -271,11 +271,11 @@ if [ "${scale}" = quality ] && run_stage 15 && ! stage_done unseen; then
   dmtts subset vctk-tts-eval --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" \
     --prompt-crop start --out data/unseen/pairs.jsonl.gz
   dmtts synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
-    --pairs data/unseen/pairs.jsonl.gz --out-dir exp/unseen/synth --asr faster-whisper --seed "${seed}"
-  dmtts eval tts --synth-dir exp/unseen/synth --pairs data/unseen/pairs.jsonl.gz --out-dir exp/unseen/tts_eval \
+    --pairs data/unseen/pairs.jsonl.gz --output-dir exp/unseen/synth --asr faster-whisper --seed "${seed}"
+  dmtts eval tts --synth-dir exp/unseen/synth --pairs data/unseen/pairs.jsonl.gz --output-dir exp/unseen/tts_eval \
     --name unseen_tts
   dmtts eval codec --model "${codec_dir}" --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz \
-    --out-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer sim
+    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer sim
   dmtts eval report --codec-eval exp/unseen/codec_eval --tts-eval exp/unseen/tts_eval --out exp/unseen/report.md
   mark_done unseen
 fi

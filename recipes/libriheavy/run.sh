@@ -161,7 +161,7 @@ if run_stage 6 && ! stage_done synthesize; then
   ! run_stage 5 || wait_done train_nar
   for eval_set in librispeech vctk; do
     dmtts_dist synthesize --ar exp/tts_ar/export --nar exp/tts_nar/export --codec "${codec_dir}" \
-      --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" --out-dir "exp/synth/${eval_set}" \
+      --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" --output-dir "exp/synth/${eval_set}" \
       --repeats "${repeats}" --asr "${asr}" --seed "${seed}"
   done
   mark_done synthesize
@@ -172,7 +172,7 @@ if run_stage 6 && ! stage_done evaluate; then
   wait_done synthesize
   for eval_set in librispeech vctk; do
     dmtts_dist eval tts --synth-dir "exp/synth/${eval_set}" --pairs "data/cuts/${eval_set}_tts_eval_pairs.jsonl.gz" \
-      --out-dir "exp/eval/${eval_set}" --name "dmcodec_tts_${eval_set}" --asr "${asr}" --sim "${sim}" --mos "${mos}"
+      --output-dir "exp/eval/${eval_set}" --name "dmcodec_tts_${eval_set}" --asr "${asr}" --sim "${sim}" --mos "${mos}"
     if main_node; then
       dmtts eval report --tts-eval "exp/eval/${eval_set}" --out "exp/report_${eval_set}.md"
     fi

@@ -116,7 +116,7 @@ if run_stage 5 && ! stage_done "eval_${variant}"; then
   fi
   ! run_stage 4 || wait_done "export_${variant}"
   wait_done codec_eval_subset
-  dmtts_dist eval codec --model "${exp_dir}/export" --cuts data/cuts/codec_eval.jsonl.gz --out-dir "${exp_dir}/eval" \
+  dmtts_dist eval codec --model "${exp_dir}/export" --cuts data/cuts/codec_eval.jsonl.gz --output-dir "${exp_dir}/eval" \
     --name "dmcodec_${variant}" --n-q 1 3 6 8 --asr "${asr}" --sim "${sim}" --mos "${mos}"
   mark_done "eval_${variant}"
 fi
@@ -125,7 +125,7 @@ if run_stage 6 && main_node; then
   log "Stage 6: significance between the evaluated variants (8 RVQ levels)"
   scores=$(ls exp/codec_*/eval/scores_dmcodec_*_nq8.csv 2>/dev/null || true)
   if [ "$(echo "${scores}" | wc -w)" -ge 2 ]; then
-    dmtts eval significance --scores ${scores} --metric wer wil visqol stoi pesq sim --out-dir exp/significance
+    dmtts eval significance --scores ${scores} --metric wer wil visqol stoi pesq sim --output-dir exp/significance
   else
     log "fewer than two evaluated variants; run stage 5 with other --variant values first"
   fi

@@ -188,7 +188,7 @@ def load_text_normalizer(spec: str = DEFAULT_TEXT_NORM) -> TextNormalizer:
         norm = TextNormalizer(spec, f"Whisper English normaliser (whisper-normalizer {version})",
                               EnglishTextNormalizer())
     elif spec == "dmtts":
-        norm = TextNormalizer(spec, "dmtts.eval.textnorm (numbers as words; not comparable with published WERs)",
+        norm = TextNormalizer(spec, "dmtts.eval.wer_norm (numbers as words; not comparable with published WERs)",
                               normalize_text)
     else:
         raise DmttsError(f"unknown text normaliser '{spec}' (--text-norm): choose {' or '.join(TEXT_NORMALIZERS)}")
