@@ -194,8 +194,8 @@ def segment_cuts(cuts_path: str | Path, output: str | Path, window: float = 3.0,
                  estimate_words: bool = False) -> SegmentResult:
     """Split the cuts of ``cuts_path`` into windows and write them to ``output`` (resumable).
 
-    ``asr`` (an object with ``transcribe(list[np.ndarray]) -> list[str]`` and a ``name``, from
-    ``dmtts.teachers.asr``) transcribes windows of cuts without word alignments; with
+    ``asr`` (an object with ``transcribe(list[np.ndarray]) -> list[str]`` and a ``name``; the
+    ``segment`` command passes one of ``dmtts.teachers.asr``) transcribes windows of cuts without word alignments; with
     ``asr=None`` such a cut is an error, since the whole-utterance text does not belong to a
     window. ``estimate_words`` (instead of ``asr``) places the reference words by character
     position (see ``estimate_word_midpoints``). Source cuts with unreadable audio (when ASR or

@@ -1,10 +1,18 @@
-"""``dmtts teachers ...``: offline teacher-feature extraction for DM-Codec distillation."""
+"""``dmtts teachers ...`` (offline teacher-feature extraction for DM-Codec distillation) and
+``dmtts segment`` (fixed windows of cuts, each with its own transcript, for windowed LM targets).
+
+``segment`` lives here rather than with the data commands because it loads an ASR model
+(``dmtts.teachers.asr``) and prepares the input of ``teachers extract``; the windowing itself
+(``dmtts.data.segment``) takes any object with a ``transcribe`` method and needs nothing above
+``dmtts.data``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from dmtts.errors import DmttsError
 
@@ -32,6 +40,7 @@ Re-running the same command resumes, with any number of processes; --overwrite s
 def register(subparsers) -> None:
     from dmtts.teachers.asr import add_ct2_arguments
 
+    _register_segment(subparsers)
     p = subparsers.add_parser("teachers", help="teacher models for distillation (LM / SM features, ASR)")
     sub = p.add_subparsers(dest="teachers_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
@@ -134,4 +143,51 @@ def _extract_on(ctx, args, backend: str) -> int:
             print(f"  {cut_id}: {reason}")
         if len(result.skipped) > 10:
             print(f"  ... and {len(result.skipped) - 10} more")
+    return 0
+
+
+def _register_segment(subparsers) -> None:
+    from dmtts.teachers.asr import add_ct2_arguments
+
+    p = subparsers.add_parser(
+        "segment", help="split cuts into fixed windows, each with its own transcript (windowed LM targets)",
+        description="Split every cut into consecutive --window-second windows (paper: 3 s) so that the LM "
+        "teacher runs on the text spoken in each window. A window's text comes from the cut's word "
+        "alignment (words whose midpoint is inside the window) or, for cuts without one, from --asr. "
+        "Time-aligned features (sm_feats) are kept and sliced; whole-utterance ones (lm_feats) are dropped. "
+        "Then run `dmtts teachers extract` on the windows. Resumable; the output is written atomically.")
+    p.add_argument("--cuts", required=True, type=Path, help="input cut manifest (.jsonl.gz)")
+    p.add_argument("--out", required=True, type=Path, help="output window manifest (.jsonl.gz)")
+    p.add_argument("--window", type=float, default=3.0, help="window length in seconds (default 3.0, the paper's)")
+    p.add_argument("--min-window", type=float, default=1.0,
+                   help="keep a cut's last, shorter window if it lasts at least this long (default 1.0 s)")
+    p.add_argument("--asr", default="none",
+                   help="transcribe windows of cuts without word alignments: faster-whisper (bundled tiny.en), "
+                        "faster-whisper:DIR, hf-ctc:DIR or hf-whisper:DIR; none (default) demands alignments")
+    p.add_argument("--estimate-words", action="store_true",
+                   help="no alignment and no ASR: place the reference words by character position over the "
+                        "non-silent span (fast; assumes a steady speaking rate, e.g. synthetic corpora)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per ASR batch (default 16)")
+    p.add_argument("--device", default="cpu", help="ASR device: cpu (default), cuda[:N] or auto")
+    p.add_argument("--beam-size", type=int, default=5, help="faster-whisper beam size (default 5; 1 = greedy, faster)")
+    add_ct2_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="segment again even if --out exists")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_segment)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from dmtts.data.segment import segment_cuts
+    from dmtts.teachers.asr import load_asr_spec, parse_asr_spec
+
+    asr = None
+    if args.asr != "none":
+        backend, _ = parse_asr_spec(args.asr)
+        extra = ({"cpu_threads": args.threads, "compute_type": args.ct2_compute_type, "beam_size": args.beam_size}
+                 if backend == "faster-whisper" else {})
+        asr = load_asr_spec(args.asr, device=args.device, batch_size=args.batch_size, **extra)
+    result = segment_cuts(args.cuts, args.out, window=args.window, min_window=args.min_window, asr=asr,
+                          batch_size=args.batch_size, progress=not args.no_progress, overwrite=args.overwrite,
+                          estimate_words=args.estimate_words)
+    print(result.summary())
     return 0
