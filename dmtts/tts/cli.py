@@ -136,7 +136,7 @@ def _export(args) -> int:
 
 def _synthesize(args) -> int:
     from dmtts.errors import DmttsError
-    from dmtts.tts import synthesize as syn
+    from dmtts.tts import synthesize_cli as syn
 
     modes = [f for f, v in (("--text", args.text), ("--text-file", args.text_file), ("--pairs", args.pairs)) if v]
     if len(modes) != 1:

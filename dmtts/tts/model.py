@@ -128,6 +128,45 @@ class ARModel(nn.Module):
         ras_threshold: float = 0.1,
     ) -> list[torch.Tensor]:
         """Sample level-1 codes after the prompt. Returns one ``[T_b]`` tensor per sample.
+        The arguments are those of :meth:`generate_steps`, which this drains."""
+        tokens, done_before = [], None
+        lengths = None
+        for t, token, done in self.generate_steps(
+                text, text_lens, prompt, prompt_lens, max_new_tokens, min_new_tokens, top_k, top_p, temperature,
+                use_cache, generator, ras_window, ras_threshold):
+            if lengths is None:
+                lengths = torch.full_like(token, -1)
+                done_before = torch.zeros_like(done)
+            lengths = torch.where(done & ~done_before, torch.full_like(lengths, t), lengths)
+            done_before = done
+            tokens.append(token)
+        if not tokens:  # a cap of 0 frames
+            return [torch.zeros(0, dtype=torch.long, device=text.device) for _ in range(text.shape[0])]
+        out = torch.stack(tokens, dim=1)
+        lengths = torch.where(lengths < 0, torch.full_like(lengths, len(tokens)), lengths)
+        return [out[b, : lengths[b]] for b in range(out.shape[0])]
+
+    @torch.inference_mode()
+    def generate_steps(
+        self,
+        text: torch.Tensor,
+        text_lens: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_lens: torch.Tensor,
+        max_new_tokens: torch.Tensor | int,
+        min_new_tokens: torch.Tensor | int = 0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        ras_window: int = 0,
+        ras_threshold: float = 0.1,
+    ):
+        """Sample level-1 codes after the prompt one frame at a time: yields ``(t, token [B],
+        done [B])`` after each step (streaming synthesis consumes frames as they come). A row is
+        done from the step of its ``<eos>`` (or its length cap) on; its token there and after is 0
+        and is not part of its output.
 
         ``text [B, L]`` (prompt transcript + target text), ``prompt [B, P]`` level-1 codes of
         the acoustic prompt (padded, lengths ``prompt_lens``; may be 0). A sample stops at
@@ -150,9 +189,8 @@ class ARModel(nn.Module):
         gen_pos = prompt_lens + 1  # audio position of the first generated token, per sample
         last_slot = prompt_lens  # slot whose output predicts the first generated token
 
-        out = torch.zeros(B, n_steps, dtype=torch.long, device=dev)
+        out = torch.zeros(B, n_steps, dtype=torch.long, device=dev)  # the history repetition-aware sampling reads
         done = torch.zeros(B, dtype=torch.bool, device=dev)
-        lengths = torch.full((B,), n_steps, dtype=torch.long, device=dev)
         if use_cache:
             param = next(self.parameters())
             # without padding every filled slot is attendable: no mask (SDPA's fastest path)
@@ -178,11 +216,10 @@ class ARModel(nn.Module):
             else:
                 token = sample_token(logits, top_k, top_p, temperature, generator)
             hit_eos = (token == self.eos_id) | (t >= max_new)
-            newly = hit_eos & ~done
-            lengths = torch.where(newly, torch.full_like(lengths, t), lengths)
-            done |= hit_eos
+            done = done | hit_eos
             token = token.masked_fill(done, 0)
             out[:, t] = token
+            yield t, token, done
             if bool(done.all()) or t == n_steps - 1:
                 break
             pos = gen_pos + t
@@ -198,7 +235,6 @@ class ARModel(nn.Module):
                 audio_valid = torch.cat([audio_valid, torch.ones_like(done)[:, None]], dim=1)
                 audio_pos = torch.cat([audio_pos, pos[:, None]], dim=1)
                 logits = self.logits_full(text, text_lens, audio_in, audio_valid, audio_pos)[:, -1]
-        return [out[b, : lengths[b]] for b in range(B)]
 
 
 def sample_token(logits, top_k=0, top_p=1.0, temperature=1.0, generator=None) -> torch.Tensor:
@@ -255,8 +291,9 @@ class NARModel(nn.Module):
         self.transformer = Transformer(cfg.n_layers, d, cfg.n_heads, cfg.ffn_dim, cfg.dropout, adaptive=True)
         self.heads = nn.Parameter(torch.randn(self.n_stages, cfg.codebook_size, d) * d**-0.5)
 
-    def _logits(self, text, text_lens, codes, code_lens, prompt_lens, level):
-        """Logits ``[B, T, V]`` of ``level[b]`` (2..n_q) at every audio frame."""
+    def _logits(self, text, text_lens, codes, code_lens, prompt_lens, level, target_offset=0):
+        """Logits ``[B, T, V]`` of ``level[b]`` (2..n_q) at every audio frame. ``target_offset``
+        shifts the positions of the frames after the prompt (a window of a longer utterance)."""
         B, L = text.shape
         T = codes.shape[1]
         dev = codes.device
@@ -266,7 +303,7 @@ class NARModel(nn.Module):
         for j in range(self.cfg.n_q):  # level j+1 is known in the prompt, and below k elsewhere
             use = in_prompt | ((j + 1) < level)[:, None]
             x_audio = x_audio + self.audio_embs[j](codes[..., j].long()) * use[..., None]
-        x_audio = x_audio + self.audio_pos(frame)
+        x_audio = x_audio + self.audio_pos(frame + torch.as_tensor(target_offset, device=dev).view(-1, 1) * ~in_prompt)
         text_x = self.text_emb(text) + self.text_pos(torch.arange(L, device=dev))
         x = torch.cat([text_x, x_audio.to(text_x.dtype)], dim=1).to(self.heads.dtype)
         key_valid = torch.cat([lengths_to_mask(text_lens, L), lengths_to_mask(code_lens, T)], dim=1)
@@ -289,10 +326,12 @@ class NARModel(nn.Module):
         return loss, {"loss": loss.detach(), "acc": acc, "frames": scored.sum()}
 
     @torch.inference_mode()
-    def generate(self, text, text_lens, prompt_codes, prompt_lens, level1, level1_lens) -> list[torch.Tensor]:
+    def generate(self, text, text_lens, prompt_codes, prompt_lens, level1, level1_lens, target_offset=0) -> list[torch.Tensor]:
         """Greedy levels 2..n_q. ``prompt_codes [B, P, n_q]``, ``level1 [B, T]`` (AR output).
 
         Returns one ``[T_b, n_q]`` tensor per sample (the target frames only, prompt removed).
+        ``level1`` may be a window of the AR output that starts ``target_offset`` frames after
+        the prompt (streaming synthesis): its frames keep their positions in the utterance.
         """
         B = text.shape[0]
         dev = text.device
@@ -307,7 +346,7 @@ class NARModel(nn.Module):
         target = (frame >= prompt_lens[:, None]) & (frame < total[:, None])
         for k in range(2, self.cfg.n_q + 1):
             level = torch.full((B,), k, dtype=torch.long, device=dev)
-            pred = self._logits(text, text_lens, codes, total, prompt_lens, level).argmax(-1)
+            pred = self._logits(text, text_lens, codes, total, prompt_lens, level, target_offset).argmax(-1)
             codes[..., k - 1] = torch.where(target, pred, codes[..., k - 1])
         return [codes[b, int(prompt_lens[b]) : int(total[b])] for b in range(B)]
 

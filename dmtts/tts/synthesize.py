@@ -9,13 +9,13 @@
 5. ``codec.decode`` of the generated frames (the prompt is not included in the output).
 
 Failed AR outputs (``dmtts.tts.robust``) are sampled again with a new seed. ``synthesize_texts``:
-long-form text in sentence batches, joined with pauses, streamed to disk. CLI modes here: one
-text, a file of texts; ``--pairs`` is ``dmtts.tts.synthesize_pairs``. All in inference mode.
+long-form text in sentence batches, joined with pauses, streamed to disk. The command line is
+``dmtts.tts.synthesize_cli`` (and ``dmtts.tts.synthesize_pairs`` for ``--pairs``); audio in chunks
+while the AR is still generating is ``dmtts.tts.streaming``. All in inference mode.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,22 +140,9 @@ class Synthesizer:
         self._prompt_cache[id(wav)] = (wav, codes)
         return codes
 
-    @torch.inference_mode()
-    def synthesize(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[np.ndarray]:
-        """Synthesize a batch; returns one float32 waveform per item."""
-        return [r.wav for r in self.synthesize_results(items, generator)]
-
-    @torch.inference_mode()
-    def synthesize_results(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[SynthesisResult]:
-        """Synthesize a batch with failure detection and retries; one :class:`SynthesisResult` per item.
-
-        Every AR output is checked (:func:`dmtts.tts.robust.check_generation`); the items that
-        failed are sampled again, with a new seed per retry (the generator's initial seed + the
-        retry number), up to ``max_retries`` times. The first passing attempt is kept, else the
-        least bad one. The NAR and the codec then run once on the kept level-1 codes.
-        """
-        if not items:
-            return []
+    def prepare(self, items: list[SynthesisItem]):
+        """The AR/NAR inputs of a batch: ``(text, text_lens, prompt codes [B, P, n_q], prompt_lens,
+        max_new, min_new, expected frames)``; the length caps are per item, from its text."""
         dev = self.device
         seqs, n_target, expected = [], [], []
         for it in items:
@@ -177,7 +164,26 @@ class Synthesizer:
         max_frames = int(self.max_seconds * self.frame_rate)
         max_new = (n_target_t * self.max_len_ratio).ceil().long().clamp(1, max_frames)
         min_new = torch.minimum((n_target_t * self.min_len_ratio).floor().long().clamp(min=1), max_new)
-        text, text_lens = text.to(dev), text_lens.to(dev)
+        return text.to(dev), text_lens.to(dev), codes, prompt_lens, max_new, min_new, expected
+
+    @torch.inference_mode()
+    def synthesize(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[np.ndarray]:
+        """Synthesize a batch; returns one float32 waveform per item."""
+        return [r.wav for r in self.synthesize_results(items, generator)]
+
+    @torch.inference_mode()
+    def synthesize_results(self, items: list[SynthesisItem], generator: torch.Generator | None = None) -> list[SynthesisResult]:
+        """Synthesize a batch with failure detection and retries; one :class:`SynthesisResult` per item.
+
+        Every AR output is checked (:func:`dmtts.tts.robust.check_generation`); the items that
+        failed are sampled again, with a new seed per retry (the generator's initial seed + the
+        retry number), up to ``max_retries`` times. The first passing attempt is kept, else the
+        least bad one. The NAR and the codec then run once on the kept level-1 codes.
+        """
+        if not items:
+            return []
+        dev = self.device
+        text, text_lens, codes, prompt_lens, max_new, min_new, expected = self.prepare(items)
 
         base_seed = generator.initial_seed() if generator is not None else torch.initial_seed()
         attempts: list[list[dict]] = [[] for _ in items]
@@ -351,21 +357,6 @@ def _resplit_too_short(synth: Synthesizer, entries: list[dict], names: list[str]
                         "was %d)", names[i], frames, expected, kept["frames"])
 
 
-def read_text_file(path: str | Path) -> list[tuple[int, str]]:
-    """``(line number, text)`` of every non-empty line of a UTF-8 text file."""
-    from dmtts.utils import require_file
-
-    require_file(path, "--text-file", "pass a UTF-8 text file with one text to synthesize per line")
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DmttsError(f"--text-file '{path}' is not UTF-8 text ({e}): save it as UTF-8") from None
-    items = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-    if not items:
-        raise DmttsError(f"--text-file '{path}' has no non-empty line: put one text to synthesize per line")
-    return items
-
-
 def parse_asr_arg(spec: str | None):
     """``--asr BACKEND[:DIR]`` -> an ASR object, or None (for ``none``)."""
     if not spec or spec == "none":
@@ -388,112 +379,3 @@ def transcribe_prompt(asr, wav: np.ndarray, where: str) -> str:
             "or use a prompt with clear speech"
         )
     return text
-
-
-def _no_prompt_text_error(where: str) -> DmttsError:
-    return DmttsError(
-        f"{where} has no prompt transcript and --asr is none: pass --prompt-text \"...\" (the words spoken in "
-        "the first 3 s of the prompt), or drop '--asr none' to transcribe it with the bundled Whisper tiny.en "
-        "(--asr faster-whisper, the default) or another ASR (--asr BACKEND:DIR)"
-    )
-
-
-def _load_prompt(args, synth: Synthesizer) -> tuple[np.ndarray, str]:
-    """The ``--prompt-audio`` cut to ``--prompt-seconds`` and its transcript (``--prompt-text``,
-    else the ``--asr`` transcript of the cut prompt)."""
-    from dmtts.audio import load_audio
-    from dmtts.text.tts_input_norm import check_not_empty
-    from dmtts.utils import require_file
-
-    require_file(args.prompt_audio, "--prompt-audio", "pass a wav/flac file with at least 1 s of the target speaker")
-    if args.prompt_text is not None:
-        check_not_empty(args.prompt_text, "--prompt-text")
-    wav, _ = load_audio(args.prompt_audio, synth.sample_rate)
-    prompt = prepare_prompt(wav, synth.sample_rate, args.prompt_seconds, f"--prompt-audio '{args.prompt_audio}'")
-    prompt_text = args.prompt_text
-    if prompt_text is None:
-        asr = parse_asr_arg(args.asr)
-        if asr is None:
-            raise _no_prompt_text_error(f"--prompt-audio '{args.prompt_audio}'")
-        logger.info("--prompt-text not given: transcribing the prompt with %s (--asr)", asr.name)
-        prompt_text = transcribe_prompt(asr, prompt, f"--prompt-audio '{args.prompt_audio}'")
-    return prompt, prompt_text
-
-
-def _log_retries(records: list[dict]) -> None:
-    retries = sum(r["retries"] for r in records)
-    failed = sum(r["failures"] for r in records)
-    n = sum(len(r["sentences"]) for r in records)
-    if retries or failed:
-        logger.info("%d of %d sentences needed retries (%d retries in all); %d still failed every check", 
-                    sum(any(a["failure"] for a in s["attempts"]) for r in records for s in r["sentences"]), n,
-                    retries, failed)
-
-
-def synthesize_one(args) -> Path:
-    """``dmtts synthesize --text ... --prompt-audio ... --out ...`` (any length: long text is
-    split into sentences and joined)."""
-    from dmtts.text.tts_input_norm import check_not_empty
-
-    check_not_empty(args.text, "--text")
-    synth = _make_synth(args)
-    prompt, prompt_text = _load_prompt(args, synth)
-    gen = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)
-    records = synthesize_texts(synth, [args.text], prompt, prompt_text, [Path(args.out)], gen,
-                               batch_size=args.batch_size, pause=args.sentence_pause, max_words=args.max_words,
-                               progress=len(args.text.split()) > args.max_words and not getattr(args, "no_progress", False))
-    _log_retries(records)
-    logger.info("wrote %s (%.2f s, %d sentences)", args.out, records[0]["duration"], len(records[0]["sentences"]))
-    return Path(args.out)
-
-
-def synthesize_text_file(args) -> Path:
-    """``dmtts synthesize --text-file lines.txt --prompt-audio p.wav --output-dir DIR``: one wav per
-    non-empty line (``line00001.wav`` for line 1, ...) and ``DIR/manifest.jsonl``."""
-    from dmtts.utils import atomic_write_text
-
-    lines = read_text_file(args.text_file)
-    synth = _make_synth(args)
-    prompt, prompt_text = _load_prompt(args, synth)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)
-    paths = [out_dir / f"line{n:05d}.wav" for n, _ in lines]
-    records = synthesize_texts(synth, [text for _, text in lines], prompt, prompt_text, paths, gen,
-                               batch_size=args.batch_size, pause=args.sentence_pause, max_words=args.max_words)
-    _log_retries(records)
-    for (n, _), rec in zip(lines, records):
-        rec.update(id=f"line{n:05d}", line=n, path=str(Path(rec["path"]).resolve()),
-                   prompt_audio=str(Path(args.prompt_audio).resolve()), prompt_text=prompt_text)
-    manifest = out_dir / "manifest.jsonl"
-    atomic_write_text(manifest, "".join(json.dumps(r) + "\n" for r in records))
-    logger.info("wrote %d wavs and %s", len(records), manifest)
-    return manifest
-
-
-def _make_synth(args) -> Synthesizer:
-    from dmtts.utils import require_dir
-
-    for flag, path in (("--ar", args.ar), ("--nar", args.nar)):
-        require_dir(path, flag, "pass an exported TTS model directory (exp/<run>/export)")
-    if not str(args.codec).startswith("preset:"):
-        require_dir(args.codec, "--codec", "pass an exported codec directory (dmtts codec export)")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-words", args.max_words, 1),
-                             ("--sentence-pause", args.sentence_pause, 0), ("--max-loop-seconds", args.max_loop_seconds, 0)):
-        if value < low or (flag == "--max-loop-seconds" and value == 0):
-            raise DmttsError(f"{flag} {value}: must be {'> 0' if flag == '--max-loop-seconds' else f'>= {low}'}")
-    lo, hi = args.duration_range
-    if not 0 < lo < 1 < hi:
-        raise DmttsError(f"--duration-range {lo} {hi}: give LOW < 1 < HIGH, e.g. 0.5 2.0")
-    checks = DecodeChecks(max_loop_seconds=args.max_loop_seconds, min_duration_ratio=lo, max_duration_ratio=hi)
-    return Synthesizer(
-        args.ar, args.nar, args.codec, device=device, top_k=args.top_k, top_p=args.top_p,
-        temperature=args.temperature, max_len_ratio=args.max_len_ratio,
-        dtype=getattr(torch, args.dtype), ras=args.ras, ras_window=args.ras_window,
-        ras_threshold=args.ras_threshold, max_retries=args.max_retries, checks=checks,
-    )

@@ -10,14 +10,8 @@ from pathlib import Path
 import torch
 
 from dmtts.errors import DmttsError
-from dmtts.tts.synthesize import (
-    SynthesisItem,
-    _make_synth,
-    _no_prompt_text_error,
-    parse_asr_arg,
-    prepare_prompt,
-    transcribe_prompt,
-)
+from dmtts.tts.synthesize import SynthesisItem, parse_asr_arg, prepare_prompt, transcribe_prompt
+from dmtts.tts.synthesize_cli import _make_synth, _no_prompt_text_error
 
 logger = logging.getLogger(__name__)
 
