@@ -1,10 +1,12 @@
-"""Small helpers shared across the toolkit: atomic writes and path checks."""
+"""Small helpers shared across the toolkit: atomic writes, path checks, storage dtypes, rank roles
+and the torchrun environment."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -43,22 +45,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def require_dir(path: str | Path, what: str, hint: str = "") -> Path:
-    """Return ``path`` as a Path, or raise a one-line error if it is not an existing directory."""
+def _require(path: str | Path, what: str, hint: str, exists: bool, kind: str) -> Path:
+    """``path`` as a Path if ``exists`` holds for it, else a one-line error naming it and the fix."""
     path = Path(path)
-    if not path.is_dir():
-        msg = f"{what} '{path}' does not exist or is not a directory"
+    if not exists:
+        msg = f"{what} '{path}' does not exist or is not a {kind}"
         raise DmttsError(f"{msg}: {hint}" if hint else msg)
     return path
+
+
+def require_dir(path: str | Path, what: str, hint: str = "") -> Path:
+    """Return ``path`` as a Path, or raise a one-line error if it is not an existing directory."""
+    return _require(path, what, hint, Path(path).is_dir(), "directory")
 
 
 def require_file(path: str | Path, what: str, hint: str = "") -> Path:
     """Return ``path`` as a Path, or raise a one-line error if it is not an existing file."""
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{what} '{path}' does not exist or is not a file"
-        raise DmttsError(f"{msg}: {hint}" if hint else msg)
-    return path
+    return _require(path, what, hint, Path(path).is_file(), "file")
 
 
 STORAGE_DTYPES = ("float32", "float16")
@@ -98,3 +101,36 @@ class RankRoles:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
+
+
+@dataclass(frozen=True)
+class TorchrunEnv(RankRoles):
+    """This process's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` as torchrun set them."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise DmttsError(f"environment variable {name}='{value}' is not an integer (set by torchrun)") from None
+
+
+def torchrun_env() -> TorchrunEnv:
+    """The ranks torchrun launched this process with; rank 0 of 1 without torchrun.
+
+    Used by training's DDP set-up and by the sharded offline stages, so both read and check the
+    environment the same way.
+    """
+    env = TorchrunEnv(rank=_env_int("RANK", 0), world_size=_env_int("WORLD_SIZE", 1),
+                      local_rank=_env_int("LOCAL_RANK", 0))
+    if env.world_size < 1 or not 0 <= env.rank < env.world_size or env.local_rank < 0:
+        raise DmttsError(f"bad torchrun environment: RANK={env.rank} WORLD_SIZE={env.world_size} "
+                         f"LOCAL_RANK={env.local_rank}")
+    return env

@@ -144,6 +144,30 @@ def test_repeated_cut_ids_are_a_clear_error_at_the_merge(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_training_and_sharded_stages_read_the_torchrun_environment_alike(monkeypatch):
+    """One parser (dmtts.utils.torchrun_env) for DDP training and the sharded stages: the same
+    ranks from the same variables, the same one-line error for a bad value."""
+    from dmtts.data.sharding import shard_context
+    from dmtts.train.distributed import init_distributed
+    from dmtts.utils import torchrun_env
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    env = torchrun_env()
+    assert (env.rank, env.world_size, env.local_rank, env.is_main, env.is_distributed) == (0, 1, 0, True, False)
+    info, ctx = init_distributed("cpu"), shard_context("cpu")
+    assert (info.rank, info.world_size, info.local_rank) == (ctx.rank, ctx.world_size, ctx.local_rank) == (0, 1, 0)
+    monkeypatch.setenv("RANK", "one")
+    for start in (lambda: init_distributed("cpu"), lambda: shard_context("cpu")):
+        with pytest.raises(DmttsError, match="RANK='one' is not an integer"):
+            start()
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for start in (lambda: init_distributed("cpu"), lambda: shard_context("cpu")):
+        with pytest.raises(DmttsError, match="bad torchrun environment: RANK=2 WORLD_SIZE=2"):
+            start()
+
+
 # ----------------------------------------------------------------------------- torchrun, 2 gloo ranks
 
 # Each launch imports torch/lhotse/transformers in 2 fresh processes (the bulk of these tests' time).

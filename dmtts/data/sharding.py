@@ -72,258 +72,42 @@ are cuts, ids ``cut.id``), or plain JSON objects with an ``"id"`` key with
 ``reader=read_json_lines``. Every rank streams the file but parses only its own lines.
 Records must be JSON-serialisable dicts. Tests can set ``DMTTS_SHARD_KILL_AFTER_UNITS=N`` (or
 ``N:RANK``) to SIGKILL a rank right after its N-th commit, simulating a crash.
+
+Modules: this one is the job (``ShardedJob``: resume, this rank's work, commits, the merge) and
+the import point of the stages; ``shard_ranks`` sets up the ranks (``ShardContext``,
+``shard_context``, ``sigterm_as_interrupt``); ``shard_inputs`` reads the input;
+``shard_units`` writes and lists commit units; ``shard_merge`` merges them.
 """
+
 
 from __future__ import annotations
 
-import array
-import contextlib
-import datetime
-import gzip
-import hashlib
-import heapq
 import json
 import logging
 import os
-import re
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from dmtts.data.shard_inputs import LINE_DECODERS, fingerprint, item_id, open_text, read_json_lines, read_lhotse_items
+from dmtts.data.shard_merge import merge_streams, merged_unique, write_records
+from dmtts.data.shard_ranks import DEFAULT_TIMEOUT_S, ShardContext, shard_context, sigterm_as_interrupt
+from dmtts.data.shard_units import (META_NAME, Unit, committed_tags, committed_units, fsync_file, remove_job_files,
+                                    remove_uncommitted, unit_tag, write_unit)
 from dmtts.errors import DmttsError
-from dmtts.utils import RankRoles, atomic_path, atomic_write_text
+from dmtts.utils import atomic_write_text
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S", "FORMAT_VERSION", "KILL_ENV", "META_NAME", "ShardContext", "ShardedJob", "Unit", "item_id",
+    "read_json_lines", "read_lhotse_items", "shard_context", "sigterm_as_interrupt",
+]
 
 log = logging.getLogger(__name__)
 
-META_NAME = "meta.json"
 FORMAT_VERSION = 1
-DEFAULT_TIMEOUT_S = 48 * 3600  # ranks may wait hours at the final barrier for the slowest shard
 KILL_ENV = "DMTTS_SHARD_KILL_AFTER_UNITS"
-_TAG = r"run(\d{4,})-rank(\d{5,})-(\d{6,})"
-_MARKER_RE = re.compile(rf"^{_TAG}\.jsonl\.gz$")
-_INDEX_RE = re.compile(rf"^{_TAG}\.idx\.npy$")
-_DATA_RE = re.compile(rf"^[A-Za-z0-9_]+\.({_TAG})\.[A-Za-z0-9.]+$")
-
-
-# ----------------------------------------------------------------------------- ranks
-
-
-@dataclass(frozen=True)
-class ShardContext(RankRoles):
-    """This process's place among the ranks of a sharded stage (world_size 1 = plain process)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: str = "cpu"
-
-    def owns(self, index: int) -> bool:
-        """Whether the item at input position ``index`` belongs to this rank."""
-        return index % self.world_size == self.rank
-
-    def barrier(self) -> None:
-        if self.is_distributed:
-            import torch.distributed as dist
-
-            if self.device.startswith("cuda"):
-                dist.barrier(device_ids=[self.local_rank])
-            else:
-                dist.barrier()
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (picklable objects)."""
-        if not self.is_distributed:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def gather(self, obj: Any) -> list | None:
-        """``[obj of rank 0, obj of rank 1, ...]`` on rank 0, ``None`` on the others."""
-        if not self.is_distributed:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.world_size if self.is_main else None
-        dist.gather_object(obj, out, dst=0)
-        return out
-
-    def close(self) -> None:
-        """Tear the process group down (no-op for one process)."""
-        if self.is_distributed:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise DmttsError(f"environment variable {name}='{value}' is not an integer (set by torchrun)") from None
-
-
-def shard_context(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> ShardContext:
-    """Detect torchrun (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), start the process group, pick the device.
-
-    ``device``: ``auto`` (``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``), ``cpu``,
-    ``cuda`` or ``cuda:N`` (under torchrun every rank uses ``cuda:LOCAL_RANK``). The backend is
-    nccl for CUDA and gloo for CPU.
-    """
-    import torch
-
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise DmttsError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world_size}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise DmttsError(f"--device must be auto, cpu, cuda or cuda:N, got '{device}'")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DmttsError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        if world_size > 1 or device == "cuda":
-            device = f"cuda:{local_rank}" if world_size > 1 else "cuda:0"
-        torch.cuda.set_device(torch.device(device))
-    ctx = ShardContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-        elif dist.get_world_size() != world_size:
-            raise DmttsError(f"a process group of size {dist.get_world_size()} exists but WORLD_SIZE={world_size}")
-    return ctx
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so ``kill`` (and torchrun stopping the other ranks after
-    one failed) commits finished work like Ctrl-C does."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-def read_lhotse_items(path: Path) -> Iterator[Any]:
-    """The manifest's items (cuts), lazily."""
-    from lhotse import load_manifest_lazy
-
-    yield from load_manifest_lazy(path)
-
-
-def read_json_lines(path: Path) -> Iterator[dict]:
-    """Plain JSON lines (``.jsonl`` or ``.jsonl.gz``) whose objects have an ``"id"``, lazily."""
-    with _open_text(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def _decode_lhotse_line(line: str) -> Any:
-    from lhotse.serialization import deserialize_item
-
-    return deserialize_item(json.loads(line))
-
-
-# Readers of JSON-lines files: ``todo()`` reads their lines itself and decodes only this rank's
-# (a rank of 128 parses 1/128 of Libri-Heavy instead of all of it).
-_LINE_DECODERS: dict[Callable, Callable[[str], Any]] = {}
-
-
-def item_id(item: Any) -> str:
-    return item["id"] if isinstance(item, dict) else item.id
-
-
-_LINE_DECODERS[read_lhotse_items] = _decode_lhotse_line
-_LINE_DECODERS[read_json_lines] = json.loads
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
-
-
-def _fingerprint(path: Path) -> tuple[str, int]:
-    """(sha256 of the file's bytes, number of non-blank lines): identifies the input of a job."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-    count = 0
-    with _open_text(path) as f:
-        for line in f:
-            if line.strip():
-                count += 1
-    return sha.hexdigest(), count
-
-
-# ----------------------------------------------------------------------------- commit units
-
-
-@dataclass
-class Unit:
-    """Items a rank finished since its last commit, plus the data files they were stored in."""
-
-    tag: str
-    data_dir: Path
-    items: list[tuple[int, str, dict]] = field(default_factory=list)
-
-    def add(self, index: int, cut_id: str, record: dict) -> None:
-        self.items.append((int(index), cut_id, record))
-
-    def data_path(self, stem: str, suffix: str) -> Path:
-        """``<data_dir>/<stem>.<tag><suffix>``: a data file owned by this unit (e.g. stem ``codes``, suffix ``.h5``)."""
-        if not re.fullmatch(r"[A-Za-z0-9_]+", stem) or not re.fullmatch(r"\.[A-Za-z0-9.]+", suffix):
-            raise ValueError(f"bad data file stem/suffix: {stem!r} {suffix!r}")
-        return self.data_dir / f"{stem}.{self.tag}{suffix}"
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def _is_own_temp(name: str) -> bool:
-    """A temporary file of ``atomic_path`` for one of this module's files (never anyone else's)."""
-    return name.startswith(".") and ".tmp" in name and (
-        re.search(_TAG, name) is not None or name.startswith(f".{META_NAME}."))
-
-
-def _parse_tag(name: str) -> tuple[int, int, int] | None:
-    m = _MARKER_RE.match(name)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
-
-
-def _tag(run: int, rank: int, seq: int) -> str:
-    return f"run{run:04d}-rank{rank:05d}-{seq:06d}"
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 class ShardedJob:
@@ -388,7 +172,7 @@ class ShardedJob:
         meta_path = self.work_dir / META_NAME
         if overwrite:
             self.clear()
-        sha, count = _fingerprint(self.input_path)
+        sha, count = fingerprint(self.input_path)
         meta = None
         if meta_path.is_file():
             try:
@@ -406,56 +190,19 @@ class ShardedJob:
                     "--overwrite to discard them, or use another output directory")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_uncommitted()
+        remove_uncommitted(self.work_dir, self.data_dir)
         meta = {"format_version": FORMAT_VERSION, "input": str(self.input_path), "input_sha256": sha,
                 "num_items": count, "settings": self.settings, "runs": (meta["runs"] + 1) if meta else 0,
                 "last_world_size": self.ctx.world_size}
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-        committed = [tag for markers in self._committed().values() for tag, _ in markers]
-        return {**meta, "committed": committed}
-
-    def _remove_uncommitted(self) -> None:
-        committed = {tag for markers in self._committed().values() for tag, _ in markers}
-        for d in {self.work_dir, self.data_dir}:
-            for p in d.iterdir():
-                if _is_own_temp(p.name):  # temp file of an interrupted atomic write
-                    p.unlink()
-                    continue
-                m = _INDEX_RE.match(p.name)
-                tag = _tag(*map(int, m.groups())) if m else None
-                if tag is None:
-                    m = _DATA_RE.match(p.name)
-                    tag = m.group(1) if m else None
-                if tag is not None and tag not in committed:
-                    log.info("discarding %s (its unit never committed)", p)
-                    p.unlink()
+        return {**meta, "committed": committed_tags(self.work_dir)}
 
     def clear(self) -> None:
         """Delete this job's own files (markers, indexes, unit data files, meta), nothing else."""
         from lhotse.features.io import close_cached_file_handles
 
         close_cached_file_handles()  # lhotse caches open HDF5 handles by path
-        for d in {self.work_dir, self.data_dir}:
-            if not d.is_dir():
-                continue
-            for p in d.iterdir():
-                if (_MARKER_RE.match(p.name) or _INDEX_RE.match(p.name) or _DATA_RE.match(p.name)
-                        or _is_own_temp(p.name)):
-                    p.unlink()
-        (self.work_dir / META_NAME).unlink(missing_ok=True)
-
-    def _committed(self) -> dict[tuple[int, int], list[tuple[str, Path]]]:
-        """``{(run, rank): [(tag, marker path), ...] in commit order}`` for every committed unit."""
-        names = {f"{tag}.jsonl.gz" for tag in self._reported_tags}
-        if self.work_dir.is_dir():
-            names.update(p.name for p in self.work_dir.iterdir())
-        streams: dict[tuple[int, int], list[tuple[int, str, Path]]] = {}
-        for name in names:
-            parsed = _parse_tag(name)
-            if parsed is not None:
-                run, rank, seq = parsed
-                streams.setdefault((run, rank), []).append((seq, _tag(run, rank, seq), self.work_dir / name))
-        return {k: [(t, p) for _, t, p in sorted(v)] for k, v in sorted(streams.items())}
+        remove_job_files(self.work_dir, self.data_dir)
 
     @staticmethod
     def _parse_kill_env() -> tuple[int, int | None] | None:
@@ -470,9 +217,9 @@ class ShardedJob:
     def todo(self) -> Iterator[tuple[int, Any]]:
         """This rank's items that are not done yet, as ``(input position, item)``, lazily, in input order."""
         index = -1
-        decode = _LINE_DECODERS.get(self.reader)
+        decode = LINE_DECODERS.get(self.reader)
         if decode is not None:  # a JSON-lines reader: only this rank's lines are parsed
-            with _open_text(self.input_path) as f:
+            with open_text(self.input_path) as f:
                 for line in f:
                     if not line.strip():
                         continue
@@ -510,7 +257,7 @@ class ShardedJob:
             yield block
 
     def new_unit(self) -> Unit:
-        unit = Unit(_tag(self.run, self.ctx.rank, self._seq), self.data_dir)
+        unit = Unit(unit_tag(self.run, self.ctx.rank, self._seq), self.data_dir)
         self._seq += 1
         return unit
 
@@ -525,21 +272,12 @@ class ShardedJob:
                 f.unlink(missing_ok=True)
             return 0
         for f in files:
-            _fsync(f)
+            fsync_file(f)
         items = sorted(unit.items, key=lambda t: t[0])
         index = np.array([i for i, _, _ in items], dtype=np.int64)
         if np.any(np.diff(index) <= 0) or not self.owns(int(index[0])) or np.any(self.done[index]):
             raise ValueError(f"unit {unit.tag} holds repeated, foreign or already-done positions")
-        with atomic_path(self.work_dir / f"{unit.tag}.idx.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, index)
-                f.flush()
-                os.fsync(f.fileno())
-        with atomic_path(self.work_dir / f"{unit.tag}.jsonl.gz") as tmp:
-            with gzip.open(tmp, "wt", encoding="utf-8") as f:
-                for i, cut_id, record in items:
-                    f.write(json.dumps({"index": i, "id": cut_id, "record": record}, ensure_ascii=False) + "\n")
-            _fsync(tmp)
+        write_unit(self.work_dir, unit.tag, items)
         self.done[index] = True
         self._commits += 1
         self._my_tags.append(unit.tag)
@@ -565,77 +303,13 @@ class ShardedJob:
     def merged(self) -> Iterator[tuple[int, str, dict]]:
         """Every committed ``(index, id, record)`` in input order; a position committed twice is
         kept once; a cut id at two positions is a ``DmttsError`` (raised at the end)."""
-        hashes = array.array("Q")  # 8 bytes per cut, not a set of id strings
-        for item in self._merge_streams():
-            hashes.append(_id_hash(item[1]))
-            yield item
-        self._check_unique_ids(np.frombuffer(hashes, dtype=np.uint64) if hashes else np.zeros(0, np.uint64))
+        return merged_unique(self._merge_streams, self.input_flag, self.input_path)
 
     def _merge_streams(self) -> Iterator[tuple[int, str, dict]]:
-        """k-way merge of the (run, rank) streams; each stream's units are in increasing position order."""
-        streams = self._committed()
-        _raise_open_file_limit(len(streams) + 64)
-        iters = [_read_markers([p for _, p in markers]) for markers in streams.values()]
-        last = -1
-        for item in heapq.merge(*iters, key=lambda t: t[0]):
-            if item[0] != last and item[0] < self.num_items:
-                last = item[0]
-                yield item
-
-    def _check_unique_ids(self, hashes: np.ndarray) -> None:
-        values, counts = np.unique(hashes, return_counts=True)
-        repeated = set(values[counts > 1].tolist())
-        if not repeated:
-            return
-        seen: set[str] = set()
-        dup = set()
-        for _, cut_id, _ in self._merge_streams():
-            if _id_hash(cut_id) in repeated:
-                if cut_id in seen:
-                    dup.add(cut_id)
-                seen.add(cut_id)
-        if dup:  # (a 64-bit hash collision between different ids is not a duplicate)
-            raise DmttsError(f"{self.input_flag} '{self.input_path}' has repeated cut ids "
-                             f"({', '.join(sorted(dup)[:5])}): cut ids must be unique")
+        streams = committed_units(self.work_dir, self._reported_tags)
+        return merge_streams(([p for _, p in markers] for markers in streams.values()), self.num_items)
 
     def write_merged(self, path: str | Path, transform: Callable[[dict], dict | None] | None = None) -> int:
         """Write every merged record (optionally transformed; None drops it) as JSON lines to ``path``
         (gzip for ``.gz``), atomically. Returns the number of lines."""
-        from lhotse.serialization import SequentialJsonlWriter
-
-        n = 0
-        with atomic_path(path) as tmp:
-            with SequentialJsonlWriter(tmp) as writer:
-                for _, _, record in self.merged():
-                    record = transform(record) if transform is not None else record
-                    if record is not None:
-                        writer.write(record)
-                        n += 1
-        return n
-
-
-def _read_markers(paths: list[Path]) -> Iterator[tuple[int, str, dict]]:
-    for path in paths:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                yield rec["index"], rec["id"], rec["record"]
-
-
-def _id_hash(cut_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(cut_id.encode(), digest_size=8).digest(), "little")
-
-
-def _raise_open_file_limit(need: int) -> None:
-    """The merge keeps one file open per (run, rank); many resumed runs x many ranks may need more
-    than the default soft limit of 1024."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < need:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard) if hard != resource.RLIM_INFINITY else need,
-                                                        hard))
-    except (ImportError, ValueError, OSError):
-        pass
-
+        return write_records(path, self.merged(), transform)

@@ -6,13 +6,12 @@ them everything runs as a single process and these helpers are no-ops.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from dmtts.utils import RankRoles
+from dmtts.utils import RankRoles, torchrun_env
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
     ``device``: "auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu" or "cuda".
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    env = torchrun_env()
+    world_size, rank, local_rank = env.world_size, env.rank, env.local_rank
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(local_rank)
