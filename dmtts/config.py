@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Type, TypeVar
+from typing import Any, Iterable, Type, TypeVar
 
 import yaml
 
@@ -102,3 +102,17 @@ def load_config(path: str | Path, cls: Type[T]) -> T:
 def save_config(obj: Any, path: str | Path) -> None:
     """Write a dataclass config as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def check_choice(key: str, value: Any, choices: Iterable | dict[Any, str]) -> None:
+    """Raise a one-line ``DmttsError`` naming the config ``key``, its ``value`` and every allowed
+    value, unless ``value`` is one of ``choices``.
+
+    ``choices``: the allowed values, or ``{value: what it means}`` to say that in the message too.
+    """
+    choices = choices if isinstance(choices, dict) else dict.fromkeys(choices, "")
+    if value in choices:
+        return
+    names = [f"'{c}' ({meaning})" if meaning else f"'{c}'" for c, meaning in choices.items()]
+    allowed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    raise DmttsError(f"{key} '{value}' must be {allowed}")

@@ -140,10 +140,26 @@ def resolve_model_config(cfg: TTSTrainConfig) -> TTSModelConfig:
     from dataclasses import asdict
 
     from dmtts.config import from_dict
-    from dmtts.errors import DmttsError
 
-    if cfg.model_preset not in PRESETS:
-        raise DmttsError(f"model_preset '{cfg.model_preset}' is unknown; choose one of {', '.join(PRESETS)}")
+    validate(cfg)
     merged = asdict(PRESETS[cfg.model_preset])
     merged.update(cfg.model or {})
     return from_dict(TTSModelConfig, merged, "model")
+
+
+def validate(cfg: TTSTrainConfig) -> None:
+    """One-line errors naming the key of a value the training run cannot use (before any model
+    or data is built)."""
+    from dmtts.config import check_choice
+    from dmtts.errors import DmttsError
+    from dmtts.text.frontend import FRONTEND_KINDS
+
+    check_choice("model_preset", cfg.model_preset, tuple(PRESETS))
+    check_choice("data.text_frontend", cfg.data.text_frontend, FRONTEND_KINDS)
+    check_choice("training.dtype", cfg.training.dtype, ("float32", "bfloat16"))
+    if cfg.training.accum_grad < 1:
+        raise DmttsError(f"training.accum_grad must be >= 1, got {cfg.training.accum_grad}")
+    d = cfg.data
+    if not 0.0 <= d.prompt_min_frac <= d.prompt_max_frac <= 1.0:
+        raise DmttsError(f"data.prompt_min_frac ({d.prompt_min_frac}) and data.prompt_max_frac ({d.prompt_max_frac}) "
+                         "must satisfy 0 <= prompt_min_frac <= prompt_max_frac <= 1")
