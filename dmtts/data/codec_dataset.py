@@ -13,6 +13,10 @@
 * The batch sampler is a lhotse ``SimpleCutSampler`` (``batch_size`` cuts) or
   ``DynamicBucketingSampler`` (cuts of similar duration grouped; crops make durations equal), both with
   ``max_cuts = batch_size``; :class:`SkipBatches` skips the batches consumed before a resume.
+* Lhotse Shar input (``data.train_cuts`` naming a ``dmtts shar export`` directory) is read by
+  ``dmtts.data.shar`` instead: same dataset, the sampler runs in each DataLoader worker.
+* HDF5 feature files are closed once more than ``MAX_OPEN_HDF5`` are open
+  (``dmtts.data.open_files``): lhotse would otherwise keep every one open.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from dmtts.audio import SAMPLE_RATE
+from dmtts.data.open_files import release_hdf5_handles
 from dmtts.errors import DmttsError
 
 
@@ -90,6 +95,7 @@ class CodecCropDataset(Dataset):
 
     def __getitem__(self, cuts) -> dict:
         items = [self._one(c) for c in cuts]
+        release_hdf5_handles()  # at most MAX_OPEN_HDF5 feature files open, whatever the corpus size
         n = self.crop_samples if self.random_crop else max(len(a) for a, _, _ in items)
         audio = torch.zeros(len(items), 1, n)
         lengths = torch.zeros(len(items), dtype=torch.long)

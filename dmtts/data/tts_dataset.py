@@ -5,6 +5,8 @@ Each cut needs codec codes (``cut.codes``, see ``dmtts.data.codes``) and text sy
 
     {"text": LongTensor [B, L], "text_lens": [B],
      "codes": LongTensor [B, T, n_q] (padded with 0), "code_lens": [B], "cut_ids": [...]}
+
+Code files (HDF5) are closed once more than ``MAX_OPEN_HDF5`` are open (``dmtts.data.open_files``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from dmtts.data.codes import load_codes
+from dmtts.data.open_files import release_hdf5_handles
 
 
 class TTSDataset(torch.utils.data.Dataset):
@@ -22,6 +25,7 @@ class TTSDataset(torch.utils.data.Dataset):
     def __getitem__(self, cuts) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
         codes = [torch.from_numpy(load_codes(c).astype("int64"))[:, : self.n_q] for c in cuts]
+        release_hdf5_handles()  # at most MAX_OPEN_HDF5 code files open, whatever the corpus size
         for c, x in zip(cuts, codes):
             if x.shape[1] < self.n_q:
                 raise ValueError(f"cut '{c.id}' has codes with {x.shape[1]} levels, the model needs {self.n_q}")

@@ -69,11 +69,15 @@ def _synced(loader, distributed: bool, device):
 def load_cuts(path: str, dcfg, what: str):
     from lhotse import CutSet
 
+    from dmtts.data.shar import is_shar_dir, open_shar
     from dmtts.utils import require_file
 
+    keep = _DurationFilter(dcfg.min_duration, dcfg.max_cut_duration)
+    if is_shar_dir(path):  # `dmtts shar export`: each rank and worker reads its own shards
+        return open_shar(path, keep=keep)
     require_file(path, f"{what} cuts", "tokenize them with 'dmtts tokenize' and phonemize them with 'dmtts phonemize'")
     cuts = CutSet.from_jsonl_lazy(path)  # lazy: Libri-Heavy-size manifests never sit in memory
-    return cuts.filter(_DurationFilter(dcfg.min_duration, dcfg.max_cut_duration))
+    return cuts.filter(keep)
 
 
 class _DurationFilter:
@@ -89,6 +93,12 @@ class _DurationFilter:
 def make_sampler(cuts, dcfg, seed, world_size=1, rank=0, train=True):
     from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
+    from dmtts.data.shar import is_shar_cuts, shar_sampler
+
+    if train and is_shar_cuts(cuts):  # runs in the DataLoader workers, over this rank's shards
+        return shar_sampler(cuts, ["codes"], rank, world_size, seed, dcfg.shuffle, dcfg.drop_last,
+                            num_buckets=dcfg.num_buckets, max_duration=dcfg.max_duration,
+                            buffer_size=dcfg.buffer_size)
     if train:
         return DynamicBucketingSampler(
             cuts,
@@ -105,6 +115,14 @@ def make_sampler(cuts, dcfg, seed, world_size=1, rank=0, train=True):
 
 
 def make_loader(dataset, sampler, num_workers: int, seed: int):
+    from dmtts.data.open_files import check_open_file_limit
+    from dmtts.data.shar import is_shar_sampler, shar_loader
+
+    inner = getattr(sampler, "sampler", sampler)  # _SkipFirst wraps the lhotse sampler
+    if is_shar_sampler(inner):
+        check_open_file_limit(num_workers, 1, "TTS training")
+        return shar_loader(dataset, inner, num_workers, seed, skip=getattr(sampler, "skip", 0))
+    check_open_file_limit(num_workers, 0, "TTS training")
     gen = torch.Generator().manual_seed(seed)  # keeps DataLoader seeding off the global RNG
     return torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=num_workers, generator=gen,
