@@ -18,6 +18,7 @@ from dmtts.errors import DmttsError
 # Modules with a ``register(subparsers)`` function, in the order they appear in --help.
 _COMMAND_MODULES = (
     "dmtts.data.cli",
+    "dmtts.data.shar_cli",
     "dmtts.teachers.cli",
     "dmtts.codec.cli",
     "dmtts.text.cli",
