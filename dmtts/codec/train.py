@@ -58,8 +58,13 @@ class Generator(nn.Module):
 def _load_cuts(path: str, what: str):
     from lhotse import CutSet
 
+    from dmtts.data.shar import is_shar_dir, open_shar
+
     if not path:
-        raise DmttsError(f"data.{what} is not set in the config: give a lhotse cuts file (.jsonl.gz)")
+        raise DmttsError(f"data.{what} is not set in the config: give a lhotse cuts file (.jsonl.gz) "
+                         "or a Shar directory (dmtts shar export)")
+    if is_shar_dir(path):
+        return open_shar(path)  # lazy; each rank and worker reads its own shards (dmtts.data.shar)
     if not Path(path).is_file():
         raise DmttsError(f"data.{what} '{path}' does not exist: run data preparation "
                          "(dmtts prepare ...) or fix the path in the config")
@@ -118,9 +123,25 @@ class CodecTrainer:
     def _train_loader(self):
         from torch.utils.data import DataLoader
 
+        from dmtts.data import shar
         from dmtts.data.codec_dataset import SkipBatches, make_sampler
+        from dmtts.data.open_files import check_open_file_limit
 
         dc = self.cfg.data
+        if shar.is_shar_cuts(self.train_cuts):
+            d = self.distiller
+            fields = ["recording"] + ["lm_feats"] * d.uses_lm + ["sm_feats"] * d.uses_sm
+            check_open_file_limit(dc.num_workers, len(fields), "codec training")
+            self.train_sampler = shar.shar_sampler(
+                self.train_cuts, fields, self.dist.rank, self.dist.world_size, self.cfg.train.seed, dc.shuffle,
+                dc.drop_last, bucketing=dc.sampler == "dynamic_bucketing", num_buckets=dc.num_buckets,
+                max_cuts=dc.batch_size)
+            self.train_sampler.set_epoch(self.epoch)
+            self.train_ds.set_epoch(self.epoch)
+            batches = shar.shar_loader(self.train_ds, self.train_sampler, dc.num_workers,
+                                       self.cfg.train.seed + self.epoch, skip=self.batch_in_epoch)
+            return shar.synced_batches(batches, self.device) if self.dist.is_distributed else batches
+        check_open_file_limit(dc.num_workers, 0, "codec training")
         self.train_sampler = make_sampler(self.train_cuts, dc.batch_size, dc.crop_seconds, dc.sampler, dc.shuffle,
                                           dc.drop_last, dc.num_buckets, self.cfg.train.seed,
                                           self.dist.world_size, self.dist.rank)
