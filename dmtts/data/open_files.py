@@ -34,9 +34,10 @@ def open_hdf5_files() -> int:
     return lookup_cache_or_open.cache_info().currsize
 
 
-def release_hdf5_handles(max_open: int = MAX_OPEN_HDF5) -> bool:
-    """Close lhotse's cached HDF5 handles when more than ``max_open`` are open; True if it did."""
-    if open_hdf5_files() <= max_open:
+def release_hdf5_handles(max_open: int | None = None) -> bool:
+    """Close lhotse's cached HDF5 handles when more than ``max_open`` (default
+    :data:`MAX_OPEN_HDF5`) are open; True if it did."""
+    if open_hdf5_files() <= (MAX_OPEN_HDF5 if max_open is None else max_open):
         return False
     from lhotse.features.io import close_cached_file_handles
 
