@@ -67,7 +67,7 @@ def register(subparsers) -> None:
     s.add_argument("--text-file", default=None, help="UTF-8 file, one text per line -> <out-dir>/lineNNNNN.wav")
     s.add_argument("--prompt-audio", default=None, help="prompt recording of the target speaker (>= 1 s)")
     s.add_argument("--prompt-text", default=None, help="transcript of the prompt (default: transcribe it with --asr)")
-    s.add_argument("--out", default=None, help="output wav (--text mode)")
+    s.add_argument("--out", default=None, help="output wav (--text mode; with --stream, - writes a WAV stream to stdout)")
     s.add_argument("--pairs", default=None, help="TTS evaluation pairs (.jsonl.gz)")
     s.add_argument("--output-dir", default=None, help="output directory (--text-file / --pairs): wavs + manifest.jsonl")
     s.add_argument("--repeats", type=int, default=1, help="syntheses per pair (VALL-E protocol: 3) -> <cut_id>_rep{i}.wav")
@@ -101,6 +101,21 @@ def register(subparsers) -> None:
     s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="weight dtype of the AR/NAR models: float16 about halves AR decoding time on CPUs with fast "
                    "fp16 kernels and on GPUs; bfloat16 on GPUs / CPUs with AMX")
+    s.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: torch.ao dynamic int8 quantization of the AR's and NAR's linear layers (CPU); see "
+                   "the README for its measured speed and effect on the output")
+    st = s.add_argument_group("streaming (--text only)", "audio written chunk by chunk while the AR is still generating "
+                              "(dmtts.tts.streaming); sizes in codec frames (50 per second)")
+    st.add_argument("--stream", action="store_true",
+                    help="stream: write each chunk as soon as it is ready (--out - writes a WAV stream to stdout); "
+                    "a streamed sentence is not retried")
+    st.add_argument("--stream-first-chunk-frames", type=int, default=10,
+                    help="frames of the first chunk (the time to first audio); later chunks double in size")
+    st.add_argument("--stream-chunk-frames", type=int, default=50, help="largest chunk, in frames")
+    st.add_argument("--stream-lookahead-frames", type=int, default=4,
+                    help="level-1 frames after a chunk that the NAR sees before the chunk's codes are final")
+    st.add_argument("--stream-context-frames", type=int, default=50,
+                    help="level-1 frames before a chunk that the NAR sees (with the whole prompt and text)")
     s.set_defaults(func=_synthesize)
 
 
@@ -141,6 +156,8 @@ def _synthesize(args) -> int:
     modes = [f for f, v in (("--text", args.text), ("--text-file", args.text_file), ("--pairs", args.pairs)) if v]
     if len(modes) != 1:
         raise DmttsError(f"give exactly one of --text, --text-file or --pairs (got {', '.join(modes) or 'none'})")
+    if args.stream and not args.text:
+        raise DmttsError(f"--stream streams one text (--text ... --out OUT.wav or --out -), not {modes[0]}")
     if args.pairs:
         if args.output_dir is None:
             raise DmttsError("--pairs needs --output-dir")
@@ -159,5 +176,8 @@ def _synthesize(args) -> int:
     missing = [f for f, v in (("--prompt-audio", args.prompt_audio), ("--out", args.out)) if v is None]
     if missing:
         raise DmttsError(f"missing {', '.join(missing)}: give --text, --prompt-audio and --out")
+    if args.stream:
+        syn.synthesize_stream(args)
+        return 0
     syn.synthesize_one(args)
     return 0

@@ -82,12 +82,18 @@ class Synthesizer:
         ras_threshold: float = 0.1,
         max_retries: int = 2,
         checks: DecodeChecks | None = None,
+        quantize: str = "none",
     ):
         from dmtts.tts.export import load_exported
+        from dmtts.tts.fast_inference import apply_quantize
 
+        if quantize != "none" and dtype != torch.float32:
+            raise DmttsError(f"--quantize {quantize} replaces the float weights of the linear layers: use it with "
+                             "--dtype float32 (the default)")
         self.device = torch.device(device)
         self.ar, self.text, ar_cfg = load_exported(ar_dir, "ar", self.device, dtype)
         self.nar, nar_text, _ = load_exported(nar_dir, "nar", self.device, dtype)
+        self.ar, self.nar = apply_quantize(self.ar, quantize), apply_quantize(self.nar, quantize)
         if nar_text.frontend.symbol_table != self.text.frontend.symbol_table:
             raise DmttsError(f"the AR model '{ar_dir}' and the NAR model '{nar_dir}' use different symbol tables: train both on the same phonemized cuts")
         if isinstance(codec, (str, Path)):
@@ -257,6 +263,10 @@ class _StreamedWav:
             raise DmttsError(f"refusing to write '{self.path}': the audio contains NaN or infinite samples")
         self._file.write(np.clip(wav, -1.0, 1.0))
         self.frames += len(wav)
+
+    def flush(self) -> None:
+        """Hand what was written so far to the operating system (streaming: chunk by chunk)."""
+        self._file.flush()
 
     def close(self, ok: bool = True) -> None:
         if ok:

@@ -146,4 +146,50 @@ def _make_synth(args) -> Synthesizer:
         temperature=args.temperature, max_len_ratio=args.max_len_ratio,
         dtype=getattr(torch, args.dtype), ras=args.ras, ras_window=args.ras_window,
         ras_threshold=args.ras_threshold, max_retries=args.max_retries, checks=checks,
+        quantize=getattr(args, "quantize", "none"),
     )
+
+
+def stream_settings(args):
+    """The ``--stream-*`` flags as checked :class:`~dmtts.tts.streaming.StreamSettings`."""
+    from dmtts.tts.streaming import StreamSettings
+
+    return StreamSettings(args.stream_first_chunk_frames, args.stream_chunk_frames, args.stream_lookahead_frames,
+                          args.stream_context_frames).check()
+
+
+def synthesize_stream(args) -> None:
+    """``dmtts synthesize --stream --text ... --out OUT.wav|-``: the audio is written chunk by
+    chunk while the AR is still generating (``dmtts.tts.streaming``). A file is renamed into
+    place when complete; ``--out -`` writes a WAV stream to stdout (e.g. ``| aplay``)."""
+    import time
+
+    from dmtts.text.tts_input_norm import check_not_empty
+    from dmtts.tts.streaming import StdoutWav, stream_text
+    from dmtts.tts.synthesize import _StreamedWav
+
+    settings = stream_settings(args)
+    check_not_empty(args.text, "--text")
+    synth = _make_synth(args)
+    prompt, prompt_text = _load_prompt(args, synth)
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    to_stdout = args.out == "-"
+    sink = StdoutWav(synth.sample_rate) if to_stdout else _StreamedWav(Path(args.out), synth.sample_rate)
+    records: list = []
+    started, first, n_chunks, ok = time.perf_counter(), None, 0, False
+    try:
+        for chunk in stream_text(synth, args.text, prompt, prompt_text, settings, gen, args.sentence_pause,
+                                 args.max_words, records, "stdout" if to_stdout else Path(args.out).stem):
+            sink.write(chunk)
+            sink.flush()
+            n_chunks += 1
+            if first is None:
+                first = time.perf_counter() - started
+        ok = True
+    finally:
+        sink.close(ok)
+    failed = sum(r.check["failure"] is not None for _, r in records)
+    logger.info("streamed %s: %.2f s of audio in %d chunks, the first after %.2f s; %d sentence(s)%s",
+                "to stdout" if to_stdout else args.out, sink.frames / synth.sample_rate, n_chunks, first or 0.0,
+                len(records), f", {failed} failed a check (streamed sentences are not retried)" if failed else "")

@@ -1,0 +1,231 @@
+"""Streaming synthesis (dmtts.tts.streaming) on tiny random models: the chunk schedule, chunks
+emitted while the AR is still generating, the streamed audio against whole-utterance synthesis,
+bad settings, the CLI's --stream, the int8 speed option; the chunked codec on the shipped codec."""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dmtts.cli import main
+from dmtts.errors import DmttsError
+from synthesis_fixtures import PRETRAINED, make_tiny_tts_models
+
+PROMPT_TEXT = "The quick brown fox."
+TEXT = "Hello world, this is a test."
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    # at least 3 frames per target symbol: the random AR runs long enough to stream several chunks
+    return make_tiny_tts_models(tmp_path_factory.mktemp("stream_models"), max_len_ratio=6.0, min_len_ratio=3.0)
+
+
+@pytest.fixture(scope="module")
+def synth(models):
+    from dmtts.tts.synthesize import Synthesizer
+
+    return Synthesizer(models["ar"], models["nar"], models["codec"], max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def item(models):
+    from dmtts.tts.synthesize import SynthesisItem
+
+    return SynthesisItem(TEXT, sf.read(models["prompt"], dtype="float32")[0], PROMPT_TEXT)
+
+
+def _stream(synth, item, settings, seed=3):
+    from dmtts.tts.streaming import StreamRecord, stream_sentence
+
+    record = StreamRecord()
+    chunks = list(stream_sentence(synth, item, settings, torch.Generator().manual_seed(seed), record))
+    return chunks, record
+
+
+def test_chunk_sizes_double_up_to_the_largest():
+    from dmtts.tts.streaming import StreamSettings
+
+    s = StreamSettings(first_chunk_frames=10, chunk_frames=50)
+    assert [s.chunk_size(i) for i in range(6)] == [10, 20, 40, 50, 50, 50]
+    assert StreamSettings(7, 7).chunk_size(100) == 7
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lookahead_frames=-1), "--stream-lookahead-frames -1: must be an integer >= 0"),
+    (dict(chunk_frames=0, first_chunk_frames=0), "--stream-first-chunk-frames 0: must be an integer >= 1"),
+    (dict(chunk_frames=0), "--stream-chunk-frames 0: must be an integer >= 1"),
+    (dict(context_frames=-3), "--stream-context-frames -3: must be an integer >= 0"),
+    (dict(first_chunk_frames=60, chunk_frames=50), "--stream-first-chunk-frames 60 is larger than --stream-chunk-frames 50"),
+])
+def test_bad_settings_are_clear_errors(synth, item, kwargs, message):
+    from dmtts.tts.streaming import StreamSettings, stream_sentence
+
+    with pytest.raises(DmttsError, match=message):
+        next(stream_sentence(synth, item, StreamSettings(**kwargs)))
+
+
+def test_chunks_arrive_while_the_ar_is_generating(synth, item):
+    """Count the AR's steps at each chunk: a chunk of frames [s, e) comes out as soon as the AR has
+    made e + lookahead + codec lookahead frames, long before it ends."""
+    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, StreamRecord, StreamSettings, stream_sentence
+
+    settings = StreamSettings(first_chunk_frames=8, chunk_frames=16, lookahead_frames=2, context_frames=10)
+    steps_made = []
+    original = synth.ar.generate_steps
+
+    def counting(*args, **kwargs):
+        for step in original(*args, **kwargs):
+            steps_made.append(step[0])
+            yield step
+
+    record = StreamRecord()
+    synth.ar.generate_steps = counting
+    try:
+        steps_at_chunk = [len(steps_made) for _ in stream_sentence(synth, item, settings, torch.Generator().manual_seed(3),
+                                                                   record)]
+    finally:
+        synth.ar.generate_steps = original
+    total = len(record.level1)
+    assert total >= 60  # min_len_ratio 3 x the target symbols
+    ends = np.cumsum([c["frames"] for c in record.chunks])
+    assert [c["frames"] for c in record.chunks[:-1]] == [8] + [16] * (len(record.chunks) - 2)
+    assert ends[-1] == total
+    delay = settings.lookahead_frames + CODEC_LOOKAHEAD_FRAMES
+    for k, (end, steps) in enumerate(zip(ends[:-1], steps_at_chunk[:-1])):
+        assert steps == end + delay, (k, end, steps)  # emitted at the first step that allows it
+        assert not record.chunks[k]["ar_finished"]
+    assert steps_at_chunk[0] < total / 4  # the first chunk while most of the AR is still to come
+    assert record.chunks[-1]["ar_finished"] and len(record.chunks) >= 4
+    assert sum(len(c) for c in (_stream(synth, item, settings)[0])) == total * synth.hop
+
+
+def test_streamed_audio_equals_whole_utterance_synthesis(synth, item):
+    """Level-1 codes: identical to whole-utterance synthesis with the same seed. One window over
+    the whole utterance: identical audio. Small windows: the audio equals the whole-utterance
+    decoding of the streamed codes within 1e-4 of the signal's peak (the chunked codec; float
+    rounding only), and no chunk boundary steps further than the signal does around it."""
+    from dmtts.tts.streaming import StreamSettings, boundary_jumps
+
+    whole = synth.synthesize_results([item], torch.Generator().manual_seed(3))[0]
+    one_chunk, rec1 = _stream(synth, item, StreamSettings(10_000, 10_000, 0, 0))
+    assert len(one_chunk) == 1
+    np.testing.assert_allclose(one_chunk[0], whole.wav, atol=1e-6)
+
+    chunks, rec = _stream(synth, item, StreamSettings(first_chunk_frames=4, chunk_frames=12, lookahead_frames=2,
+                                                      context_frames=8))
+    assert len(chunks) >= 5
+    assert torch.equal(rec.level1, rec1.level1)  # the AR is the same sampler, same generator
+    streamed = np.concatenate(chunks)
+    reference = synth.codec.decode(rec.codes.T[None])[0, 0].numpy()
+    assert streamed.shape == reference.shape == whole.wav.shape
+    assert np.abs(streamed - reference).max() <= 1e-4 * np.abs(reference).max()
+    boundaries = list(np.cumsum([len(c) for c in chunks])[:-1])
+    assert max(boundary_jumps(streamed, boundaries)) <= 1.0
+    assert rec.check["failure"] == whole.failure  # the same level-1 codes pass the same checks
+
+
+def test_boundary_jumps_and_crossfade_by_hand():
+    from dmtts.tts.streaming import boundary_jumps, crossfade
+
+    ramp = np.arange(10, dtype=np.float32) * 0.1  # steps of 0.1
+    assert boundary_jumps(ramp, [5], radius=3) == pytest.approx([1.0])
+    clicked = ramp.copy()
+    clicked[5:] += 0.3  # a step of 0.4 at sample 5 among steps of 0.1
+    assert boundary_jumps(clicked, [5], radius=3) == pytest.approx([4.0])
+    faded = crossfade(np.ones(4, np.float32), np.zeros(6, np.float32))
+    # raised cosine over 4 samples: weight of the new signal 0, 0.146, 0.5, 0.854
+    np.testing.assert_allclose(faded, [1, 1 - 0.14644661, 0.5, 0.14644661, 0, 0], atol=1e-6)
+
+
+def test_stdout_wav_is_a_streamed_wav_of_the_same_samples(tmp_path):
+    from dmtts.tts.streaming import StdoutWav
+
+    x = np.random.default_rng(0).uniform(-1.2, 1.2, 3000).astype(np.float32)
+    buf = io.BytesIO()
+    out = StdoutWav(16000, buf)
+    out.write(x[:1000])
+    out.write(x[1000:])
+    out.close()
+    data = buf.getvalue()
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt " and len(data) == 44 + 2 * len(x)
+    sf.write(tmp_path / "ref.wav", np.clip(x, -1, 1), 16000, subtype="PCM_16")
+    np.testing.assert_array_equal(np.frombuffer(data[44:], "<i2"), sf.read(tmp_path / "ref.wav", dtype="int16")[0])
+
+
+def _args(m, *extra):
+    return ["synthesize", "--ar", str(m["ar"]), "--nar", str(m["nar"]), "--codec", str(m["codec"]),
+            "--prompt-audio", str(m["prompt"]), "--prompt-text", PROMPT_TEXT, "--seed", "3", *extra]
+
+
+def test_cli_stream_writes_the_streamed_audio(models, synth, tmp_path):
+    from dmtts.tts.streaming import StreamSettings, stream_text
+
+    out = tmp_path / "streamed.wav"
+    text = "Hello there, my friend. The fox jumps over it."  # two sentences, joined by a pause
+    assert main(_args(models, "--text", text, "--out", str(out), "--stream", "--stream-first-chunk-frames", "5",
+                      "--stream-chunk-frames", "20", "--no-progress")) == 0
+    records = []
+    prompt = sf.read(models["prompt"], dtype="float32")[0][:48000]
+    api = np.concatenate(list(stream_text(synth, text, prompt, PROMPT_TEXT, StreamSettings(5, 20),
+                                          torch.Generator().manual_seed(3), records=records)))
+    assert len(records) == 2 and all(len(r.chunks) >= 2 for _, r in records)
+    sf.write(tmp_path / "api.wav", np.clip(api, -1, 1), 16000, subtype="PCM_16")
+    np.testing.assert_array_equal(sf.read(out, dtype="int16")[0], sf.read(tmp_path / "api.wav", dtype="int16")[0])
+    assert not list(tmp_path.glob(".*tmp*"))  # renamed into place
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--text", TEXT, "--out", "x.wav", "--stream", "--stream-chunk-frames", "0"], "--stream-chunk-frames 0"),
+    (["--text", TEXT, "--out", "x.wav", "--stream", "--stream-lookahead-frames", "-1"], "--stream-lookahead-frames -1"),
+    (["--text-file", "t.txt", "--output-dir", "o", "--stream"], "--stream streams one text"),
+    (["--text", TEXT, "--out", "x.wav", "--quantize", "int8", "--dtype", "float16"], "--quantize int8 replaces"),
+])
+def test_cli_bad_stream_and_speed_options(models, capsys, extra, message):
+    assert main(_args(models, *extra)) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_int8_quantizes_the_linear_layers(models, item):
+    from dmtts.tts.synthesize import Synthesizer
+
+    q = Synthesizer(models["ar"], models["nar"], models["codec"], max_retries=0, quantize="int8")
+    kinds = {type(m).__module__ for m in q.ar.modules()} | {type(m).__module__ for m in q.nar.modules()}
+    assert "torch.ao.nn.quantized.dynamic.modules.linear" in kinds
+    assert not any(type(m).__name__ == "Linear" and type(m).__module__.startswith("dmtts") for m in q.ar.modules())
+    wav = q.synthesize([item], torch.Generator().manual_seed(3))[0]
+    assert len(wav) >= 320 and np.isfinite(wav).all()
+
+
+@pytest.mark.skipif(not (PRETRAINED / "codec" / "config.json").is_file(), reason="the shipped demo models are missing")
+def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
+    """Real codes (the shipped prompt, encoded by the shipped codec) decoded chunk by chunk as
+    streaming does equal the whole decoding up to float rounding (SNR > 80 dB), and no chunk
+    boundary steps further than the signal does around it."""
+    from dmtts.codec.model import load_codec
+    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, OverlapDecoder, StreamSettings, boundary_jumps
+
+    codec = load_codec(PRETRAINED / "codec")
+    wav = sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0]
+    with torch.inference_mode():
+        codes = codec.encode(torch.from_numpy(wav)[None, None])[0].T  # [T, n_q]
+        whole = codec.decode(codes.T[None])[0, 0].numpy()
+        decoder, pieces, end, k = OverlapDecoder(codec), [], 0, 0
+        settings = StreamSettings(first_chunk_frames=5, chunk_frames=20)
+        while end + settings.chunk_size(k) + CODEC_LOOKAHEAD_FRAMES <= len(codes):
+            end += settings.chunk_size(k)
+            pieces.append(decoder.decode(codes, end))
+            k += 1
+        pieces.append(decoder.decode(codes, len(codes), final=True))
+    streamed = np.concatenate(pieces)
+    assert len(pieces) >= 5 and streamed.shape == whole.shape
+    snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((streamed - whole).astype(np.float64) ** 2))
+    assert snr > 80, snr
+    assert max(boundary_jumps(streamed, list(np.cumsum([len(p) for p in pieces])[:-1]))) <= 1.0
