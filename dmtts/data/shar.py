@@ -22,7 +22,9 @@ How an epoch is read (the recipe lhotse documents for Shar, with the rank given 
 What differs from a cuts file: the order (shard order, then a per-worker shuffle buffer, instead
 of a global one); the set of cuts per epoch is the same, except what lhotse drops at the ends:
 ``drop_last`` drops each worker's last partial batch, and DDP ranks stop an epoch together when the
-first rank runs out (ranks get whole shards, so the counts differ by up to a shard).
+first rank runs out (ranks get whole shards, so the counts differ by up to a shard). Since every
+worker runs its own sampler, ``drop_last`` drops up to ``num_buckets`` partial batches per worker
+per epoch (a warning says so): use ``data.drop_last: false`` with Shar.
 
 Mid-epoch resume: rank r's batch sequence depends only on (seed, epoch, world size, number of
 workers), so it is reproduced by skipping the ``skip`` batches already consumed: worker ``w``
@@ -37,6 +39,7 @@ used for Shar input (it lives in the workers).
 from __future__ import annotations
 
 import json
+import logging
 from itertools import islice
 from pathlib import Path
 
@@ -48,6 +51,7 @@ INDEX_NAME = "shar_index.json"
 SHARDS_DIR = "shards"
 FORMAT_VERSION = 1
 BINS_ESTIMATE_CUTS = 10000
+log = logging.getLogger(__name__)
 
 try:
     from lhotse.shar.readers.lazy import LazySharIterator
@@ -150,8 +154,11 @@ def duration_bins(cuts, num_buckets: int) -> list[float]:
     from lhotse.dataset.sampling.dynamic_bucketing import estimate_duration_buckets
 
     src = cuts.data
-    cuts_only = SharShards(src.root, src.index, (), keep=src.keep)
-    return estimate_duration_buckets(islice(cuts_only, BINS_ESTIMATE_CUTS), num_buckets=num_buckets)
+    cache = src.__dict__.setdefault("_duration_bins", {})  # a trainer that rebuilds its sampler per epoch
+    if num_buckets not in cache:
+        cuts_only = SharShards(src.root, src.index, (), keep=src.keep)
+        cache[num_buckets] = estimate_duration_buckets(islice(cuts_only, BINS_ESTIMATE_CUTS), num_buckets=num_buckets)
+    return cache[num_buckets]
 
 
 def shar_sampler(cuts, fields, rank: int, world_size: int, seed: int, shuffle: bool, drop_last: bool,
@@ -162,6 +169,10 @@ def shar_sampler(cuts, fields, rank: int, world_size: int, seed: int, shuffle: b
     from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
     view = training_view(cuts, fields, rank, world_size, shuffle, seed)
+    if drop_last:
+        log.warning("data.drop_last with Shar input: each DataLoader worker runs its own sampler and drops up to %d "
+                    "partial batches (one per bucket) per epoch; set data.drop_last: false to keep them",
+                    num_buckets if bucketing else 1)
     if bucketing:
         sampler = DynamicBucketingSampler(view, max_duration=max_duration, max_cuts=max_cuts, shuffle=shuffle,
                                           drop_last=drop_last, duration_bins=duration_bins(cuts, num_buckets),
@@ -210,10 +221,26 @@ def _rotated(loader, first: int, workers: int):
         yield from group[first:] + group[:first]
 
 
+def check_shard_count(shards: SharShards, num_workers: int) -> None:
+    """Every (rank, worker) needs a shard; a few each keep the ranks' epochs of similar length
+    (DDP ranks stop an epoch together, when the first one runs out)."""
+    readers = shards.world_size * max(num_workers, 1)
+    n = shards.num_shards
+    hint = (f"export with `dmtts shar export --shard-size {max(1, shards.index['num_cuts'] // (4 * readers))}` "
+            f"(4 shards per reader) or use fewer data.num_workers")
+    if n < readers:
+        raise DmttsError(f"Shar directory '{shards.root}' has {n} shards but {shards.world_size} ranks x "
+                         f"{max(num_workers, 1)} workers = {readers} readers each need one: {hint}")
+    if n < 4 * readers:
+        log.warning("Shar directory '%s': %d shards for %d readers (ranks x workers); the ranks' epochs differ by "
+                    "up to a shard and end with the shortest: %s", shards.root, n, readers, hint)
+
+
 def shar_loader(dataset, sampler, num_workers: int, seed: int, skip: int = 0):
     """An iterable of this rank's batches for the sampler's epoch (see the module docstring)."""
     from torch.utils.data import DataLoader
 
+    check_shard_count(sampler.shar_shards, num_workers)
     loader = DataLoader(SharBatches(dataset, sampler, sampler.epoch, skip), batch_size=None,
                         num_workers=num_workers, persistent_workers=False,
                         # its own generator: creating an iterator must not draw from the global RNG

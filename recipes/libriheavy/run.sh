@@ -8,12 +8,15 @@
 #   ./run.sh --stage 4 --stop-stage 5 --num-gpus 8      # only the training stages
 #   ./run.sh --train-corpus libritts                     # DM-Codec-TTS-small (LibriTTS)
 #   ./run.sh --num-nodes 2 --node-rank R --master-addr node0 --num-gpus 8   # on each of 2 nodes
+#   ./run.sh --shar yes --stage 3 --stop-stage 5        # train from Lhotse Shar shards (any size)
 #
 # Stages:
 #   0  manifests: Libri-Heavy (or LibriTTS), LibriSpeech test-clean, VCTK + the evaluation pairs
 #   1  codec: use --codec-dir, or train one with ../librispeech_codec
 #   2  tokenize the training/dev cuts with the codec (int16 codes, 8 levels)
-#   3  phonemize (espeak-ng en-us) and build the symbol table
+#   3  phonemize (espeak-ng en-us) and build the symbol table; then, with Shar (--shar yes, or
+#      auto and at least --shar-min-cuts training cuts: Libri-Heavy medium and large), export the
+#      training cuts as Lhotse Shar shards (codes + phonemes) that stages 4-5 train from
 #   4  train the AR model      (conf/ar.yaml:  280 s batches, ScaledAdam lr 0.05, 200 warm-up steps)
 #   5  train the NAR model     (conf/nar.yaml: 200 s batches)
 #   6  zero-shot synthesis of the evaluation pairs, then WER/WIL, speaker similarity and MOS proxy
@@ -48,6 +51,8 @@ repeats=3                    # syntheses per pair (VALL-E protocol: 3, results a
 seed=42
 sim=resemblyzer              # speaker similarity (paper: wavlm:DIR of a local WavLM x-vector model)
 mos=dnsmos                   # MOS proxy: dnsmos | utmos:FILE
+shar=auto                    # train from Lhotse Shar shards: yes | no | auto (yes from shar_min_cuts cuts)
+shar_min_cuts=1000000        # auto: Shar for a training split of at least this many cuts
 help_message="DM-Codec-TTS recipe: manifests -> codec -> tokens -> phonemes -> AR -> NAR -> synthesis"
 
 . ../../egs_tools/parse_options.sh
@@ -126,15 +131,49 @@ if run_stage 3 && main_node && ! stage_done phonemize; then
   mark_done phonemize
 fi
 
+shar_dir=data/shar/${train_name}_cuts_${train_split}
+# Shard size for the Shar export, or 0 to train from the cuts file: at most 1000 cuts, and at
+# least 4 shards per reader (ranks x DataLoader workers) so that every rank's epoch has the same
+# length up to a shard (see the README, "Shar: training input at scale").
+shar_plan() {  # shar_plan CUTS CONF
+  python - "$1" "$2" "${shar}" "${shar_min_cuts}" "$((num_gpus * num_nodes))" <<'PY'
+import gzip, sys, yaml
+path, conf, mode, min_cuts, world = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+if mode not in ("yes", "no", "auto"):
+    sys.exit(f"--shar must be yes, no or auto, got '{mode}'")
+workers = max(int(yaml.safe_load(open(conf))["data"].get("num_workers", 1)), 1)
+n = sum(1 for _ in gzip.open(path, "rb")) if mode != "no" else 0
+print(max(1, min(1000, n // (4 * world * workers))) if mode == "yes" or (mode == "auto" and n >= min_cuts) else 0)
+PY
+}
+
+if run_stage 3 && [ "${shar}" != no ] && ! stage_done shar; then
+  ! run_stage 3 || wait_done phonemize
+  shard_size=$(shar_plan "data/tts/${train_name}_cuts_${train_split}.jsonl.gz" conf/ar.yaml)
+  if [ "${shard_size}" -gt 0 ]; then
+    log "Stage 3: Lhotse Shar shards of the training cuts (codes + phonemes, ${shard_size} cuts each) -> ${shar_dir}"
+    dmtts_dist shar export --cuts "data/tts/${train_name}_cuts_${train_split}.jsonl.gz" --output-dir "${shar_dir}" \
+      --fields tts --shard-size "${shard_size}"
+  else
+    log "Stage 3: fewer than ${shar_min_cuts} training cuts: training reads the cuts file (--shar yes to export)"
+  fi
+  mark_done shar
+fi
+
 # conf/*.yaml point at data/tts/libriheavy_cuts_large.jsonl.gz; other corpora/parts override
-# the paths in a generated copy (every other setting stays the paper's).
+# the paths in a generated copy (every other setting stays the paper's). With a Shar export
+# (and --shar not no), training reads it instead of the cuts file, keeping partial batches.
 make_conf() {  # make_conf ar|nar -> exp/conf_<model>.yaml
-  python - "$1" "${train_name}" "${train_split}" "${dev_split}" <<'PY'
+  use_shar=$([ "${shar}" != no ] && [ -f "${shar_dir}/shar_index.json" ] && echo 1 || echo 0)
+  python - "$1" "${train_name}" "${train_split}" "${dev_split}" "${use_shar}" "${shar_dir}" <<'PY'
 import os, sys, yaml
-model, name, train, dev = sys.argv[1:]
+model, name, train, dev, use_shar, shar_dir = sys.argv[1:]
 cfg = yaml.safe_load(open(f"conf/{model}.yaml"))
 cfg["data"]["train_cuts"] = f"data/tts/{name}_cuts_{train}.jsonl.gz"
 cfg["data"]["valid_cuts"] = f"data/tts/{name}_cuts_{dev}.jsonl.gz"
+if use_shar == "1":
+    cfg["data"]["train_cuts"] = shar_dir
+    cfg["data"]["drop_last"] = False  # each worker samples its own shards: keep its partial batches
 # every node writes the same file: atomically, so that no node reads a half-written one
 tmp = f"exp/.conf_{model}.yaml.{os.getpid()}"
 open(tmp, "w").write(yaml.safe_dump(cfg, sort_keys=False))
@@ -147,6 +186,7 @@ for model in ar nar; do
   if run_stage ${n} && ! stage_done train_${model}; then
     log "Stage ${n}: train the ${model^^} model (exp/tts_${model}; resumes from its last checkpoint)"
     ! run_stage 3 || wait_done phonemize
+    ! run_stage 3 || [ "${shar}" = no ] || wait_done shar
     make_conf ${model}
     resume=""
     ls exp/tts_${model}/checkpoints/step-*.pt >/dev/null 2>&1 && resume="--resume"

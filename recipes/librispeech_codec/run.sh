@@ -8,7 +8,8 @@
 #
 # Variants (conf/<variant>.yaml): baseline, lm, sm, lm_sm, cls.
 # Stages: 0 download (skipped when the corpus is on disk), 1 prepare manifests, 2 teacher
-# features, 3 train, 4 export, 5 evaluate (300 test-clean utterances, seed 42; 1/3/6/8 RVQ levels),
+# features, 3 train (from Lhotse Shar shards with --shar yes, or auto from --shar-min-cuts
+# training cuts: the shards are exported first), 4 export, 5 evaluate (300 test-clean utterances, seed 42; 1/3/6/8 RVQ levels),
 # 6 significance (almost stochastic order) between all variants evaluated so far.
 # Every stage is one `dmtts` call; finished steps leave a marker in exp/.done/ and are skipped on
 # the next run (delete the marker to redo one). Training resumes from its last checkpoint.
@@ -35,6 +36,8 @@ window_asr=faster-whisper         # ASR for the text of the 3 s training windows
 asr=faster-whisper                # ASR for WER/WIL (paper: hf-whisper:DIR of a local Whisper)
 sim=resemblyzer                   # speaker similarity (paper: wavlm:DIR of a local WavLM x-vector model)
 mos=dnsmos                        # MOS proxy: dnsmos | utmos:FILE
+shar=auto                         # train from Lhotse Shar shards: yes | no | auto (yes from shar_min_cuts cuts)
+shar_min_cuts=1000000             # auto: Shar for a training set of at least this many cuts
 help_message="LibriSpeech DM-Codec recipe: download -> prepare -> teachers -> train -> export"
 
 . ../../egs_tools/parse_options.sh
@@ -95,9 +98,47 @@ fi
 if run_stage 3 && ! stage_done "train_${variant}"; then
   log "Stage 3: train DM-Codec (${variant}) in ${exp_dir}"
   [ "${variant}" = baseline ] || ! run_stage 2 || wait_done "teachers_$([ "${variant}" = cls ] && echo cls || echo avg)"
+  # Lhotse Shar (--shar yes, or auto from --shar-min-cuts training cuts): the training cuts with
+  # their audio and teacher features as shards, at most 1000 cuts each and at least 4 per reader
+  # (ranks x DataLoader workers); training then reads them instead of the cuts file.
+  train_conf=${conf}
+  if [ "${shar}" != no ]; then
+    plan=$(python - "${conf}" "${shar}" "${shar_min_cuts}" "$((num_gpus * num_nodes))" <<'PY'
+import gzip, sys
+from dmtts.codec.config import load_training_config
+conf, mode, min_cuts, world = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if mode not in ("yes", "auto"):
+    sys.exit(f"--shar must be yes, no or auto, got '{mode}'")
+data = load_training_config(conf).data
+n = sum(1 for _ in gzip.open(data.train_cuts, "rb"))
+use = mode == "yes" or n >= min_cuts
+print(data.train_cuts, max(1, min(1000, n // (4 * world * max(data.num_workers, 1)))) if use else 0)
+PY
+)
+    read -r train_cuts shard_size <<< "${plan}"
+    shar_dir=data/shar/$(basename "${train_cuts}" .jsonl.gz)
+    if [ "${shard_size}" -gt 0 ]; then
+      if ! stage_done "shar_$(basename "${shar_dir}")"; then
+        log "Stage 3: Lhotse Shar shards of ${train_cuts} (audio + teacher features, ${shard_size} cuts each) -> ${shar_dir}"
+        dmtts_dist shar export --cuts "${train_cuts}" --output-dir "${shar_dir}" --fields codec --shard-size "${shard_size}"
+        mark_done "shar_$(basename "${shar_dir}")"
+      fi
+      wait_done "shar_$(basename "${shar_dir}")"
+      train_conf=exp/conf_${variant}_shar.yaml
+      python - "${conf}" "${shar_dir}" "${train_conf}" <<'PY'
+import os, sys, yaml
+conf, shar_dir, out = sys.argv[1:]
+cfg = yaml.safe_load(open(conf))
+cfg.setdefault("data", {}).update(train_cuts=shar_dir, drop_last=False)  # each worker keeps its partial batch
+tmp = f"{out}.{os.getpid()}"  # every node writes the same file: atomically
+open(tmp, "w").write(yaml.safe_dump(cfg, sort_keys=False))
+os.replace(tmp, out)
+PY
+    fi
+  fi
   resume=""
   [ -d "${exp_dir}/checkpoints" ] && resume="--resume"
-  dmtts_dist codec train --config "${conf}" --exp-dir "${exp_dir}" ${resume}
+  dmtts_dist codec train --config "${train_conf}" --exp-dir "${exp_dir}" ${resume}
   mark_done "train_${variant}"
 fi
 
