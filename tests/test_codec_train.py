@@ -7,7 +7,8 @@ import yaml
 
 from codec_helpers import make_cuts, micro_config
 from dmtts.codec.model import DMCodec
-from dmtts.codec.train import CodecTrainer, export_checkpoint
+from dmtts.codec.export import export_checkpoint
+from dmtts.codec.train import CodecTrainer
 from dmtts.errors import DmttsError
 
 
@@ -58,6 +59,10 @@ def test_resume_continues_bit_identically_and_export(tmp_path):
     assert any((tmp_path / "a/tensorboard").iterdir())
     # export folds weight norm; from_pretrained gives the same codes as the trained model
     out = export_checkpoint(tmp_path / "a", tmp_path / "model")
+    import json
+
+    record = json.loads((out / "config.json").read_text())["training"]
+    assert record["steps"] == 5 and record["max_steps"] == 5 and record["capped"] is False
     loaded = DMCodec.from_pretrained(out)
     trained = DMCodec(cfg.model)
     trained.load_state_dict(a["generator"])

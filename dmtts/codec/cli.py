@@ -166,7 +166,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dmtts.codec.train import export_checkpoint
+    from dmtts.codec.export import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors in {args.dtype}, "

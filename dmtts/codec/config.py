@@ -60,6 +60,13 @@ class CodecModelConfig:
     # mean usage N/K; 0 switches replacement off (see dmtts/codec/rvq.py for why it is relative)
     dead_code_threshold: float = 0.1
     conv_init: str = "scaled"  # scaled: variance-preserving, zero bias | torch: PyTorch default (public code)
+    # Decoder options for periodic structure (issue 16; dmtts/codec/periodic.py). The paper and
+    # official presets keep SEANet's ELU and waveform output.
+    decoder_activation: str = "elu"  # elu | snake (x + sin^2(ax)/a, learned a per channel)
+    decoder_head: str = "waveform"  # waveform (SEANet) | istft (predict magnitude + phase, inverse STFT)
+    istft_hop: int = 320  # istft head: frame hop of the predicted STFT (320, 40, 8 or 2 with the paper strides)
+    istft_n_fft: int = 0  # istft head: FFT size (0: 4 * istft_hop)
+    istft_residual_layers: int = 3  # istft head: dilated residual units (1, 3, 9, ...) before the head
 
 
 @dataclass
@@ -102,6 +109,10 @@ class LossConfig:
     lambda_adv: float = 1.0
     lambda_fm: float = 1.0
     lambda_distill: float = PAPER_X
+    # multi-resolution linear-frequency STFT loss (spectral convergence + log-magnitude L1, mean
+    # over resolutions; Parallel WaveGAN): resolves harmonics an 80-bin mel does not. Off: []
+    stft_ffts: list[int] = field(default_factory=list)
+    lambda_stft: float = 0.0
     # commitment over the RVQ levels: sum (paper eq. 9) | mean (public code: 1/8 of the sum)
     commitment_reduction: str = "sum"
     # residuals of RVQ levels >= 2 keep their gradient to the encoder (dmtts) or are detached,
@@ -147,6 +158,9 @@ class TrainConfig:
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     scheduler: str = "exponential"  # exponential (x lr_decay per epoch) | cosine (over max_steps)
+    # cosine only: the learning rate ends at this fraction of lr instead of 0 (so adversarial
+    # steps near the end of a run still learn)
+    lr_min_ratio: float = 0.0
     lr_decay: float = 0.98
     bf16: bool = False
     device: str = "auto"
@@ -259,6 +273,7 @@ def training_config(preset: str = "paper", overrides: dict | None = None) -> Cod
         data = _deep_merge(data, overrides)
     cfg = from_dict(CodecTrainingConfig, data)
     validate(cfg)
+    validate_periodic(cfg)
     return cfg
 
 
@@ -281,26 +296,24 @@ _MODES = ("none", "lm", "sm", "lm+sm", "cls", "word_emb")
 
 
 def validate(cfg: CodecTrainingConfig) -> None:
+    from dmtts.config import check_choice
+
     d, l, m = cfg.distill, cfg.loss, cfg.model
-    if d.mode not in _MODES:
-        raise DmttsError(f"distill.mode '{d.mode}' is not one of {', '.join(_MODES)}")
-    for key in ("lm_layer", "sm_layer"):
-        if getattr(d, key) not in _LAYER_CHOICES:
-            raise DmttsError(f"distill.{key} '{getattr(d, key)}' is not one of {', '.join(_LAYER_CHOICES)}")
-    if d.axis not in ("d", "t"):
-        raise DmttsError(f"distill.axis '{d.axis}' must be 'd' or 't'")
-    if l.adversarial not in ("hinge", "lsgan"):
-        raise DmttsError(f"loss.adversarial '{l.adversarial}' must be 'hinge' or 'lsgan'")
-    if l.feature_matching not in ("relative", "l1"):
-        raise DmttsError(f"loss.feature_matching '{l.feature_matching}' must be 'relative' or 'l1'")
+    for key, value, choices in (
+            ("distill.mode", d.mode, _MODES), ("distill.lm_layer", d.lm_layer, _LAYER_CHOICES),
+            ("distill.sm_layer", d.sm_layer, _LAYER_CHOICES), ("distill.axis", d.axis, ("d", "t")),
+            ("distill.combine", d.combine, {"half": "paper eq. 13", "sum": "public code"}),
+            ("loss.adversarial", l.adversarial, ("hinge", "lsgan")),
+            ("loss.feature_matching", l.feature_matching, ("relative", "l1")),
+            ("loss.commitment_reduction", l.commitment_reduction, ("sum", "mean")),
+            ("data.sampler", cfg.data.sampler, ("simple", "dynamic_bucketing")),
+            ("train.scheduler", cfg.train.scheduler, ("exponential", "cosine")),
+            ("model.conv_init", m.conv_init, ("scaled", "torch"))):
+        check_choice(key, value, choices)
     if l.mel_hops and len(l.mel_hops) != len(l.mel_windows):
         raise DmttsError("loss.mel_hops must be empty or have one hop per entry of loss.mel_windows")
     if l.mel_scale_weights and len(l.mel_scale_weights) != len(l.mel_windows):
         raise DmttsError("loss.mel_scale_weights must be empty or have one weight per mel window")
-    if l.commitment_reduction not in ("sum", "mean"):
-        raise DmttsError(f"loss.commitment_reduction '{l.commitment_reduction}' must be 'sum' or 'mean'")
-    if d.combine not in ("half", "sum"):
-        raise DmttsError(f"distill.combine '{d.combine}' must be 'half' (paper eq. 13) or 'sum' (public code)")
     dc = cfg.discriminator
     n_layers = {len(dc.msd_layer_channels), len(dc.msd_strides), len(dc.msd_groups)}
     if len(n_layers) > 1:
@@ -312,15 +325,39 @@ def validate(cfg: CodecTrainingConfig) -> None:
             raise DmttsError(f"discriminator.msd_groups: {g} groups do not divide an MSD layer of {prev} -> {c} "
                              "channels")
         prev = c
-    if cfg.data.sampler not in ("simple", "dynamic_bucketing"):
-        raise DmttsError(f"data.sampler '{cfg.data.sampler}' must be 'simple' or 'dynamic_bucketing'")
-    if cfg.train.scheduler not in ("exponential", "cosine"):
-        raise DmttsError(f"train.scheduler '{cfg.train.scheduler}' must be 'exponential' or 'cosine'")
     if cfg.train.scheduler == "cosine" and cfg.train.max_steps <= 0:
         raise DmttsError("train.scheduler 'cosine' needs train.max_steps > 0 (the cosine period)")
-    if m.conv_init not in ("scaled", "torch"):
-        raise DmttsError(f"model.conv_init must be 'scaled' or 'torch', got '{m.conv_init}'")
     if m.n_q < 1 or m.codebook_size < 2:
         raise DmttsError("model.n_q must be >= 1 and model.codebook_size >= 2")
     if m.codebook_size > 32768:
         raise DmttsError("model.codebook_size must be <= 32768 (codes are stored as int16)")
+
+
+def validate_periodic(cfg: CodecTrainingConfig) -> None:
+    """Checks of the decoder options of issue 16 (activation, iSTFT head, STFT loss, lr floor)."""
+    m, l = cfg.model, cfg.loss
+    if m.decoder_activation not in ("elu", "snake"):
+        raise DmttsError(f"model.decoder_activation must be 'elu' or 'snake', got '{m.decoder_activation}'")
+    if m.decoder_head not in ("waveform", "istft"):
+        raise DmttsError(f"model.decoder_head must be 'waveform' or 'istft', got '{m.decoder_head}'")
+    if m.decoder_head == "istft":
+        hops, hop = [], 1
+        for s in m.strides:  # the hops the decoder passes through: 320, 40, 8, 2 for (2, 4, 5, 8)
+            hop *= s
+        current = hop
+        hops.append(current)
+        for s in reversed(m.strides):
+            current //= s
+            hops.append(current)
+        if m.istft_hop not in hops[:-1]:
+            raise DmttsError(f"model.istft_hop {m.istft_hop} must be one of {hops[:-1]} (the decoder's frame hops "
+                             f"for strides {m.strides})")
+        n_fft = m.istft_n_fft or 4 * m.istft_hop
+        if n_fft < m.istft_hop or (n_fft - m.istft_hop) % 2:
+            raise DmttsError(f"model.istft_n_fft {n_fft} must be >= istft_hop {m.istft_hop} with an even difference")
+    if any(n < 16 for n in l.stft_ffts) or l.lambda_stft < 0:
+        raise DmttsError("loss.stft_ffts must be FFT sizes >= 16 and loss.lambda_stft >= 0")
+    if l.lambda_stft > 0 and not l.stft_ffts:
+        raise DmttsError("loss.lambda_stft > 0 needs loss.stft_ffts (e.g. [512, 1024, 2048])")
+    if not 0.0 <= cfg.train.lr_min_ratio < 1.0:
+        raise DmttsError(f"train.lr_min_ratio must be in [0, 1), got {cfg.train.lr_min_ratio}")

@@ -35,7 +35,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SEMANTIC_PROJECTION_NAME = "semantic_projection.safetensors"
 # config.json entries that describe an export but are not model config (see import_public.py)
-EXPORT_METADATA_KEYS = ("model_type", "imported_from", "semantic_projection")
+EXPORT_METADATA_KEYS = ("model_type", "imported_from", "semantic_projection", "training")
 
 
 @dataclass
@@ -62,7 +62,9 @@ class DMCodec(nn.Module):
             dim=config.dimension, n_q=config.n_q, codebook_size=config.codebook_size, decay=config.ema_decay,
             epsilon=config.ema_epsilon, kmeans_init=config.kmeans_init, kmeans_iters=config.kmeans_iters,
             threshold_ema_dead_code=config.dead_code_threshold)
-        self.decoder = SEANetDecoder(**kw)
+        self.decoder = SEANetDecoder(**kw, activation=config.decoder_activation, head=config.decoder_head,
+                                     istft_hop=config.istft_hop, istft_n_fft=config.istft_n_fft,
+                                     istft_residual_layers=config.istft_residual_layers)
         if config.conv_init == "scaled":
             scaled_conv_init_(self.encoder)
             scaled_conv_init_(self.decoder)

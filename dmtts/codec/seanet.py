@@ -23,6 +23,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from dmtts.codec.periodic import ISTFTHead, activation as make_activation
+
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     if left == 0 and right == 0:
@@ -116,13 +118,13 @@ class ResidualUnit(nn.Module):
     """
 
     def __init__(self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2,
-                 true_skip: bool = False, norm: bool = True, pad_mode: str = "reflect"):
+                 true_skip: bool = False, norm: bool = True, pad_mode: str = "reflect", act: str = "elu"):
         super().__init__()
         hidden = dim // compress
         self.block = nn.Sequential(
-            nn.ELU(),
+            make_activation(act, dim),
             SConv1d(dim, hidden, kernel_size, dilation=dilation, norm=norm, pad_mode=pad_mode),
-            nn.ELU(),
+            make_activation(act, hidden),
             SConv1d(hidden, dim, 1, norm=norm, pad_mode=pad_mode),
         )
         self.shortcut = nn.Identity() if true_skip else SConv1d(dim, dim, 1, norm=norm, pad_mode=pad_mode)
@@ -218,24 +220,48 @@ class SEANetEncoder(nn.Module):
 
 
 class SEANetDecoder(nn.Module):
+    """The encoder's mirror; ``activation`` ``snake`` replaces every ELU, and ``head`` ``istft``
+    replaces the last up-sampling blocks by an inverse STFT (:mod:`dmtts.codec.periodic`).
+
+    With the iSTFT head the transposed convolutions run only until the frame hop reaches
+    ``istft_hop`` (320, the codec's own hop, runs none), then ``istft_residual_layers`` dilated
+    residual units (dilations 1, 3, 9, ...) at that rate, and the head: ``n_fft`` defaults to
+    ``4 * istft_hop``.
+    """
+
     def __init__(self, n_filters: int = 32, dimension: int = 1024, strides: Sequence[int] = (2, 4, 5, 8),
                  n_residual_layers: int = 1, residual_kernel_size: int = 3, dilation_base: int = 2,
                  lstm_layers: int = 2, kernel_size: int = 7, last_kernel_size: int = 7, compress: int = 2,
-                 true_skip: bool = False, pad_mode: str = "reflect"):
+                 true_skip: bool = False, pad_mode: str = "reflect", activation: str = "elu",
+                 head: str = "waveform", istft_hop: int = 320, istft_n_fft: int = 0,
+                 istft_residual_layers: int = 3):
         super().__init__()
         up = list(reversed(list(strides)))  # decoder uses the encoder strides reversed: (8, 5, 4, 2)
         self.hop_length = int(math.prod(up))
-        mult = 2 ** len(up)
+        if head == "istft":
+            up = _upsampling_until(up, self.hop_length, istft_hop)
+        act = activation
+        mult = 2 ** len(list(strides))
         layers: list[nn.Module] = [SConv1d(dimension, mult * n_filters, kernel_size, pad_mode=pad_mode)]
         if lstm_layers:
             layers.append(SLSTM(mult * n_filters, lstm_layers, bidirectional=False))
         for stride in up:
-            layers += [nn.ELU(), SConvTranspose1d(mult * n_filters, mult * n_filters // 2, 2 * stride, stride)]
+            layers += [make_activation(act, mult * n_filters),
+                       SConvTranspose1d(mult * n_filters, mult * n_filters // 2, 2 * stride, stride)]
             for j in range(n_residual_layers):
                 layers.append(ResidualUnit(mult * n_filters // 2, residual_kernel_size, dilation_base ** j,
-                                           compress, true_skip, pad_mode=pad_mode))
+                                           compress, true_skip, pad_mode=pad_mode, act=act))
             mult //= 2
-        layers += [nn.ELU(), SConv1d(n_filters, 1, last_kernel_size, pad_mode=pad_mode)]
+        if head == "istft":
+            width = mult * n_filters
+            for j in range(istft_residual_layers):
+                layers.append(ResidualUnit(width, residual_kernel_size, 3 ** j, compress, true_skip,
+                                           pad_mode=pad_mode, act=act))
+            layers += [make_activation(act, width), ISTFTHead(width, istft_n_fft or 4 * istft_hop, istft_hop)]
+        elif head == "waveform":
+            layers += [make_activation(act, n_filters), SConv1d(n_filters, 1, last_kernel_size, pad_mode=pad_mode)]
+        else:
+            raise ValueError(f"decoder head must be 'waveform' or 'istft', got {head!r}")
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -250,7 +276,9 @@ class SEANetDecoder(nn.Module):
         cut = next((i + 1 for i, l in enumerate(layers) if isinstance(l, SLSTM)), 1)
         head, tail = nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
         frames = z.shape[-1]
-        if frames <= chunk_frames + 2 * halo_frames:
+        # the iSTFT decoder works at (or near) the frame rate, where chunking saves nothing, and its
+        # dilated residual units see further than a 2-frame halo
+        if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, ISTFTHead) for l in layers):
             return self.model(z)
         h = head(z)
         hop = self.hop_length
@@ -264,6 +292,28 @@ class SEANetDecoder(nn.Module):
                 pieces.append(y[..., (f0 - lo) * hop: (f1 - lo) * hop])
             outs.append(torch.cat(pieces, dim=-1))
         return torch.cat(outs, dim=0)
+
+
+def _upsampling_until(up: list[int], hop: int, istft_hop: int) -> list[int]:
+    """The prefix of the decoder's up-sampling strides that brings the frame hop from ``hop`` down
+    to ``istft_hop`` (e.g. strides (8, 5, 4, 2), hop 320: istft_hop 320 -> [], 40 -> [8], 8 -> [8, 5])."""
+    strides, current = [], hop
+    for stride in up:
+        if current == istft_hop:
+            break
+        strides.append(stride)
+        current //= stride
+    if current != istft_hop:
+        raise ValueError(f"istft_hop {istft_hop} is not reached by the decoder strides {up} from hop {hop}: "
+                         f"use one of {_reachable_hops(up, hop)}")
+    return strides
+
+
+def _reachable_hops(up: list[int], hop: int) -> list[int]:
+    hops = [hop]
+    for stride in up:
+        hops.append(hops[-1] // stride)
+    return hops
 
 
 @torch.no_grad()

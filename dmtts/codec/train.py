@@ -18,7 +18,6 @@ One step: generator forward (codec + distillation projections) -> discriminator 
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -31,10 +30,11 @@ from torch import nn
 from dmtts.codec.config import CodecTrainingConfig
 from dmtts.codec.discriminators import Discriminators
 from dmtts.codec.distill import Distiller
-from dmtts.codec.losses import (MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
+from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
                                 feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
-from dmtts.config import from_dict, save_config, to_dict
+from dmtts.codec.train_report import loss_summary, plot_losses, run_record, write_summary
+from dmtts.config import save_config, to_dict
 from dmtts.errors import DmttsError
 from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dmtts.train.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, is_dist
@@ -86,6 +86,7 @@ class CodecTrainer:
         self.gen = Generator(self.codec, self.distiller)
         self.disc = Discriminators(cfg.discriminator).to(self.device)
         self.mel_loss = MultiScaleMelLoss.from_config(cfg.loss, cfg.model.sample_rate)
+        self.stft_loss = MultiResolutionSTFTLoss(cfg.loss.stft_ffts).to(self.device) if cfg.loss.lambda_stft > 0 else None
         if self.dist.is_distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -99,8 +100,9 @@ class CodecTrainer:
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=t.lr, betas=tuple(t.betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=t.lr, betas=tuple(t.betas))
         if t.scheduler == "cosine":
-            self.sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_g, T_max=t.max_steps)
-            self.sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, T_max=t.max_steps)
+            floor = t.lr * t.lr_min_ratio
+            self.sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_g, T_max=t.max_steps, eta_min=floor)
+            self.sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_d, T_max=t.max_steps, eta_min=floor)
         else:
             self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=t.lr_decay)
             self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=t.lr_decay)
@@ -110,6 +112,7 @@ class CodecTrainer:
         self.history: list[dict] = []  # per step: step, elapsed (s, across resumes), mel, wav_l1, gen, disc
         self.elapsed = 0.0  # training seconds before this invocation (from the checkpoint)
         self._stop = False
+        self.capped = False  # set when train.max_minutes stops the run before max_steps
         self.logger = None
 
     # -- data ------------------------------------------------------------------------------------
@@ -167,6 +170,7 @@ class CodecTrainer:
             "batch_in_epoch": self.batch_in_epoch,
             "history": self.history,
             "config": to_dict(self.cfg),
+            "capped": self.capped,
         }
 
     def save(self) -> Path | None:
@@ -191,6 +195,7 @@ class CodecTrainer:
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch = int(ckpt["batch_in_epoch"])
         self.history = list(ckpt.get("history", []))
+        self.capped = False  # a resumed run is capped only if this invocation hits the cap again
         self.elapsed = float(self.history[-1].get("elapsed", 0.0)) if self.history else 0.0
         log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
 
@@ -217,9 +222,10 @@ class CodecTrainer:
             d_loss = adv = fm = torch.zeros((), device=self.device)
         mel = self.mel_loss(x, x_hat)
         wav = waveform_l1(x, x_hat)
+        stft = self.stft_loss(x, x_hat) if self.stft_loss is not None else torch.zeros((), device=self.device)
         commit = commitment_loss(out.commit_loss, len(out.levels), c.commitment_reduction)
         g_loss = (c.lambda_adv * adv + c.lambda_fm * fm + c.lambda_mel * mel + c.lambda_wav * wav
-                  + c.lambda_commit * commit + c.lambda_distill * distill)
+                  + c.lambda_stft * stft + c.lambda_commit * commit + c.lambda_distill * distill)
         if not torch.isfinite(g_loss):
             raise DmttsError(f"generator loss is not finite at step {self.step + 1}; lower train.lr or "
                              "enable train.grad_clip, then --resume from the last checkpoint")
@@ -231,7 +237,7 @@ class CodecTrainer:
             self.sched_g.step()
             self.sched_d.step()
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
-                 "mel": mel.item(), "wav_l1": wav.item(), "commit": commit.item(), "distill": float(distill.detach()),
+                 "mel": mel.item(), "wav_l1": wav.item(), "stft": stft.item(), "commit": commit.item(), "distill": float(distill.detach()),
                  "dead_codes": float(out.dead_codes), **parts}
         self._last_codes, self._last_replaced = out.codes.detach(), out.replaced
         self._last = (x[0], x_hat[0].detach())
@@ -408,6 +414,7 @@ class CodecTrainer:
                 if self.dist.is_main:
                     log.warning("train.max_minutes=%g reached at step %d: saving and stopping", t.max_minutes,
                                 self.step)
+                self.capped = True
                 return True
         return False
 
@@ -446,49 +453,13 @@ class CodecTrainer:
         self.last_valid = v
 
     def summary(self, interrupted: bool, seconds: float) -> dict:
-        h = self.history
-        res = {"steps": self.step, "epochs": self.epoch, "interrupted": interrupted, "seconds": seconds}
-        if len(h) >= 2:
-            k = max(1, min(10, len(h) // 5))
-            first = sum(r["mel"] for r in h[:k]) / k
-            last = sum(r["mel"] for r in h[-k:]) / k
-            first_l1 = sum(r["wav_l1"] for r in h[:k]) / k
-            last_l1 = sum(r["wav_l1"] for r in h[-k:]) / k
-            res.update({"recon_mel_first": first, "recon_mel_last": last, "window": k,
-                        "wav_l1_first": first_l1, "wav_l1_last": last_l1})
-            if self.dist.is_main:
-                change = 100.0 * (last - first) / max(abs(first), 1e-12)
-                msg = (f"reconstruction (multi-scale mel) loss: mean of first {k} steps {first:.4f} -> "
-                       f"mean of last {k} steps {last:.4f} ({change:+.1f}%); waveform L1 {first_l1:.5f} -> "
-                       f"{last_l1:.5f}; {self.step} steps, {seconds:.0f} s")
-                print(msg, flush=True)
-                self._plot()
-                (self.exp_dir / "train_summary.json").write_text(json.dumps(res, indent=2) + "\n")
+        res = {"steps": self.step, "epochs": self.epoch, "interrupted": interrupted, "seconds": seconds,
+               **run_record(self.step, self.epoch, seconds, self.cfg.train, self.capped), **loss_summary(self.history)}
+        if self.dist.is_main:
+            write_summary(self.exp_dir, res)
+            if len(self.history) >= 2:
+                plot_losses(self.history, self.exp_dir / "loss_curve.png")
         return res
-
-    def _plot(self) -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except Exception:  # pragma: no cover
-            return
-        steps = [r["step"] for r in self.history]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-        axes[0].plot(steps, [r["mel"] for r in self.history], lw=0.8)
-        axes[0].set_title("multi-scale mel loss (train)")
-        axes[1].plot(steps, [r["wav_l1"] for r in self.history], lw=0.8, color="C1")
-        axes[1].set_title("waveform L1 (train)")
-        for ax in axes:
-            ax.set_xlabel("step")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        from dmtts.utils import atomic_path
-
-        with atomic_path(self.exp_dir / "loss_curve.png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
 
 
 def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -497,24 +468,3 @@ def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False, p
         return trainer.run()
     finally:
         cleanup_distributed()
-
-
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
-    """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it."""
-    from dmtts.codec.config import CodecTrainingConfig as _C
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise DmttsError(f"'{path}' holds no checkpoints (checkpoints/step-*.pt); pass a checkpoint file "
-                             "or an experiment directory of `dmtts codec train`")
-        path = latest
-    ckpt = load_checkpoint(path, restore_rng=False)
-    if "generator" not in ckpt or "config" not in ckpt:
-        raise DmttsError(f"'{path}' is not a `dmtts codec train` checkpoint")
-    cfg = from_dict(_C, ckpt["config"])
-    model = DMCodec(cfg.model)
-    model.load_state_dict(ckpt["generator"])
-    model.eval().save_pretrained(out_dir, dtype=dtype)
-    return Path(out_dir)

@@ -81,6 +81,9 @@ VOICES: tuple[DemoVoice, ...] = (
     DemoVoice("espeak-ng", "en+f4", pitch=65, rate=165),
     DemoVoice("espeak-ng", "en-us-nyc+m4", pitch=30, rate=150),
     DemoVoice("espeak-ng", "en-gb-x-rp+f2", pitch=75, rate=160),
+    DemoVoice("espeak-ng", "en-us+m6", pitch=50, rate=175),
+    DemoVoice("espeak-ng", "en-029+m5", pitch=40, rate=145),
+    DemoVoice("espeak-ng", "en+annie", pitch=70, rate=160),
 )
 
 # The zero-shot speaker, never trained on: always the last speaker id of the corpus.
@@ -166,12 +169,14 @@ def make_demo_corpus(output_dir: str | Path, num_speakers: int = 8, utts_per_spe
 
 # Voices and sentences for a check the recipe's corpus never prepares for: hand-written sentences
 # outside the generator's grammar, read by the held-out voice (new text only) and by espeak-ng
-# voices (also a synthesizer family absent from the quality scale's 13 training voices).
+# variants that no training voice uses (f5, m7, m8, and klatt2, espeak's Klatt formant synthesis
+# instead of its default one), with pitches and rates of their own.
 UNSEEN_VOICES: tuple[DemoVoice, ...] = (
     HELD_OUT_VOICE,
-    DemoVoice("espeak-ng", "en-us+f2", pitch=60, rate=160),
-    DemoVoice("espeak-ng", "en-gb-x-rp+m3", pitch=40, rate=155),
-    DemoVoice("espeak-ng", "en-us+m1", pitch=35, rate=170),
+    DemoVoice("espeak-ng", "en-us+f5", pitch=55, rate=165),
+    DemoVoice("espeak-ng", "en+m7", pitch=45, rate=160),
+    DemoVoice("espeak-ng", "en-gb-x-rp+m8", pitch=35, rate=150),
+    DemoVoice("espeak-ng", "en-us+klatt2", pitch=60, rate=155),
 )
 
 

@@ -1,0 +1,80 @@
+"""What a codec training run reports: the summary of how reconstruction improved, the steps
+trained against the steps configured (a wall-clock cap that cut the run short is flagged), and
+``loss_curve.png``. ``train_summary.json`` and the exported model's ``config.json`` ("training")
+carry the same run record, so evaluation reports can say when a model is undertrained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from dmtts.utils import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def run_record(step: int, epoch: int, seconds: float, train_cfg, capped: bool) -> dict:
+    """Steps trained against steps configured, minutes, and whether ``max_minutes`` cut the run
+    short (the same fields as a TTS export's "training" block)."""
+    return {
+        "steps": int(step),
+        "max_steps": int(train_cfg.max_steps),
+        "epochs": int(epoch),
+        "minutes": round(float(seconds) / 60, 2),
+        "max_minutes": float(train_cfg.max_minutes),
+        "capped": bool(capped and (train_cfg.max_steps <= 0 or step < train_cfg.max_steps)),
+    }
+
+
+def loss_summary(history: list[dict]) -> dict:
+    """Mean multi-scale mel loss and waveform L1 of the first and last steps (10 or a fifth)."""
+    if len(history) < 2:
+        return {}
+    k = max(1, min(10, len(history) // 5))
+
+    def mean(key: str, rows: list[dict]) -> float:
+        return sum(r[key] for r in rows) / k
+
+    return {"recon_mel_first": mean("mel", history[:k]), "recon_mel_last": mean("mel", history[-k:]),
+            "window": k, "wav_l1_first": mean("wav_l1", history[:k]), "wav_l1_last": mean("wav_l1", history[-k:])}
+
+
+def write_summary(exp_dir: Path, summary: dict) -> None:
+    """Print the run's record (with a warning when capped), write ``train_summary.json`` and the plot."""
+    if "recon_mel_first" in summary:
+        first, last, k = summary["recon_mel_first"], summary["recon_mel_last"], summary["window"]
+        change = 100.0 * (last - first) / max(abs(first), 1e-12)
+        print(f"reconstruction (multi-scale mel) loss: mean of first {k} steps {first:.4f} -> mean of last {k} "
+              f"steps {last:.4f} ({change:+.1f}%); waveform L1 {summary['wav_l1_first']:.5f} -> "
+              f"{summary['wav_l1_last']:.5f}; {summary['steps']} steps, {summary['seconds']:.0f} s", flush=True)
+    if summary.get("capped"):
+        msg = (f"WARNING: the wall-clock cap train.max_minutes={summary['max_minutes']:g} stopped this run after "
+               f"{summary['steps']} of its {summary['max_steps']} steps: figures of this model are those of an "
+               "undertrained codec (resume with --resume, or raise max_minutes)")
+        log.warning(msg)
+        print(msg, flush=True)
+    atomic_write_text(exp_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """Training mel loss and waveform L1 against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot(steps, [r["mel"] for r in history], lw=0.8)
+    axes[0].set_title("multi-scale mel loss (train)")
+    axes[1].plot(steps, [r["wav_l1"] for r in history], lw=0.8, color="C1")
+    axes[1].set_title("waveform L1 (train)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
