@@ -28,14 +28,16 @@ import importlib.util
 import os
 import platform
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _flops import step_flops  # noqa: E402
+from _timing import best_time, interleaved_best, make_matmul, print_head  # noqa: E402
 from dmtts.codec.model import DMCodec  # noqa: E402
 
 ST_CONFIG = {
@@ -60,53 +62,6 @@ def load_speechtokenizer_class():
         pkg.__path__ = list(spec.submodule_search_locations)
         sys.modules["speechtokenizer"] = pkg
     return importlib.import_module("speechtokenizer.model").SpeechTokenizer
-
-
-def timeit(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)  # the least-disturbed run: this machine is shared, medians are noisy
-
-
-def matmul_rate(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-
-    def run():
-        torch.mm(a, b)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    t = min(timeit(run, 1, warmup=0 if i else 1) for i in range(repeats))  # least-disturbed run
-    return 2 * n ** 3 / t
-
-
-def count_flops(fn, module: torch.nn.Module) -> int:
-    """FLOPs of ``fn()``: flop_counter for matmuls/convs + LSTMs analytically."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    lstm_flops = [0]
-
-    def hook(mod, inputs, _out):
-        x = inputs[0]
-        steps = x.shape[0] * x.shape[1]  # T * B (layout independent)
-        h, dirs = mod.hidden_size, 2 if mod.bidirectional else 1
-        for layer in range(mod.num_layers):
-            i = mod.input_size if layer == 0 else h * dirs
-            lstm_flops[0] += dirs * steps * 2 * 4 * h * (i + h)
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.LSTM)]
-    try:
-        with FlopCounterMode(display=False) as counter:
-            fn()
-    finally:
-        for hnd in handles:
-            hnd.remove()
-    return counter.get_total_flops() + lstm_flops[0]
 
 
 def sync(device):
@@ -187,33 +142,20 @@ def main(argv=None) -> int:
 
     # Interleave the runs (ours, theirs, ours, ...) and keep each one's fastest: on a shared
     # machine other load then hits both implementations alike.
-    n_mm = 2048
-    mm_a, mm_b = torch.randn(n_mm, n_mm, device=device), torch.randn(n_mm, n_mm, device=device)
-
-    def matmul():
-        torch.mm(mm_a, mm_b)
-        sync(device)
-
+    matmul, mm_flops = make_matmul(device=device)
     fns[("machine", "matmul")] = matmul  # measured in the same rounds: same background load
-    best = {k: float("inf") for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(args.repeats):
-        for key, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - t)
+    best = interleaved_best(fns, args.repeats)
     res: dict = {}
     for (who, what), t in best.items():
         if who == "machine":
             continue
         res.setdefault(who, {})[what] = args.batch * args.batch_seconds / t if what == "batch" else t / args.seconds
-    rate = max(2 * n_mm ** 3 / best[("machine", "matmul")], matmul_rate(device))
+    rate = mm_flops / min(best[("machine", "matmul")], best_time(matmul, 5))
 
     ours.inference_chunk_frames = 0  # the model's own FLOPs (chunk halos are our overhead, not the bound's)
     with torch.inference_mode():
-        enc_flops = count_flops(lambda: ours.encode(x1), ours) / args.seconds
-        dec_flops = count_flops(lambda: ours.decode(codes1), ours) / args.seconds
+        enc_flops = step_flops(lambda: ours.encode(x1), ours, lstm_factor=1) / args.seconds
+        dec_flops = step_flops(lambda: ours.decode(codes1), ours, lstm_factor=1) / args.seconds
     bound_enc, bound_dec = enc_flops / rate, dec_flops / rate
     bound_batch = rate / enc_flops  # audio-s/s at the compute bound
 
@@ -225,8 +167,7 @@ def main(argv=None) -> int:
           f"{enc_flops / 1e9:.2f} G, decode {dec_flops / 1e9:.2f} G")
     print()
     head = f"| {'measure':<44} | {'ours':>9} | {'SpeechTokenizer':>15} | {'ours/theirs':>11} | {'compute bound':>13} | {'ours/bound':>10} |"
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    print_head(head)
     rows = [
         (f"encode RTF, batch 1, {args.seconds:g} s", "enc", bound_enc, False),
         (f"decode RTF, batch 1, {args.seconds:g} s", "dec", bound_dec, False),
