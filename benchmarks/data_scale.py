@@ -18,18 +18,26 @@ process runs the real training data path (``dmtts.tts.train.load_cuts`` / ``make
 ``make_loader`` with ``TTSDataset``, ``max_duration`` 280 s, 30 buckets, ``num_workers`` 0 so that
 everything is measured in one process) and reports:
 
-* ``first_batch_s``: from nothing loaded to the first loaded batch of that rank;
-* ``cuts_per_s``: cuts that reach this rank per second of sampling, over ``--seconds`` after its
-  first batch, epoch after epoch (the sampler alone, no data loading; for Shar it includes
-  reading the codes tars, which is inseparable from its iteration), and its ratio to what one
-  GPU consumes at the TTS step rate
-  ``docs/scaling.md`` assumes (280 s of audio per 0.025 s step ~ 800 cuts/s at 14 s per cut);
+* ``first_batch_cpu_s`` (and ``first_batch_s``, wall): from nothing loaded to the first loaded
+  batch of that rank;
+* ``cuts_per_cpu_s``: cuts that reach this rank per CPU second of sampling, over ``--seconds`` CPU
+  seconds after its first batch, epoch after epoch (the sampler alone, no data loading; for Shar
+  it includes reading the codes tars, which is inseparable from its iteration), and its ratio to
+  what one GPU consumes at the TTS step rate ``docs/scaling.md`` assumes (280 s of audio per
+  0.025 s step ~ 800 cuts/s at 14 s per cut);
 * ``peak_rss_mb`` of the process and ``open_fds`` (the most seen while loading 40 batches).
+
+Times are CPU seconds of the measuring process (wall seconds beside them): on a shared, loaded
+machine a low-priority process may get a few per cent of a core, which wall times would measure
+instead of the loader. Everything runs in that one process (``num_workers`` 0).
 
 Figures are printed with ratios: Shar against jsonl in the same run, 10^6 against 10^5.
 
     nice -n 10 python benchmarks/data_scale.py --num-cuts 100000
+    nice -n 10 python benchmarks/data_scale.py --num-cuts 1000000 --generate-only   # ~15 min, once
     nice -n 10 python benchmarks/data_scale.py --num-cuts 100000 1000000 --markdown
+    # on a loaded machine: 10^6 as ten copies of the 10^5 corpus (ids repeat), built in seconds
+    nice -n 10 python benchmarks/data_scale.py --num-cuts 100000 1000000 --replicate-from 100000 --markdown
 """
 
 from __future__ import annotations
@@ -159,6 +167,45 @@ def generate(n: int, root: Path) -> dict:
     return info
 
 
+def replicate(n: int, base: Path, root: Path) -> dict:
+    """An ``n``-cut corpus made of copies of the one in ``base`` (no CPU spent on generation, for a
+    loaded machine): the jsonl file repeated (gzip members concatenated; the codes stay in the base
+    HDF5 files), the Shar shard files hard-linked under new names. Cut ids repeat across copies;
+    neither the samplers nor the loaders look at ids."""
+    import shutil
+
+    from dmtts.data.shar import SHARDS_DIR, read_index, write_index
+
+    done = root / "generated.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    info = json.loads((base / "generated.json").read_text())
+    copies, rest = divmod(n, info["num_cuts"])
+    if rest or copies < 1:
+        raise SystemExit(f"--replicate-from: {n} is not a multiple of {info['num_cuts']}")
+    t0 = time.time()
+    (root / "shar" / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copy(base / "symbols.txt", root / "symbols.txt")
+    with open(root / "cuts.jsonl.gz", "wb") as out:
+        for _ in range(copies):
+            with open(base / "cuts.jsonl.gz", "rb") as f:
+                shutil.copyfileobj(f, out)
+    shards = []
+    for k in range(copies):
+        for shard in read_index(base / "shar")["shards"]:
+            entry = {"num_cuts": shard["num_cuts"]}
+            for field in ("cuts", "codes"):
+                name = Path(shard[field]).name.replace(".", f".copy{k:03d}-", 1)
+                os.link(base / "shar" / shard[field], root / "shar" / SHARDS_DIR / name)
+                entry[field] = f"{SHARDS_DIR}/{name}"
+            shards.append(entry)
+    write_index(root / "shar", shards, {"codes": "numpy"}, source=f"{copies} copies of {base}")
+    info = {**info, "num_cuts": n, "generate_s": round(time.time() - t0, 1), "copies_of": str(base),
+            "jsonl_mb": round(info["jsonl_mb"] * copies, 1), "shar_mb": round(info["shar_mb"] * copies, 1)}
+    done.write_text(json.dumps(info))
+    return info
+
+
 class _CountCuts:
     """A dataset that loads nothing: the sampler alone (picklable)."""
 
@@ -171,11 +218,12 @@ def _num_cuts(root: Path) -> int:
 
 
 def _sampled(form: str, cuts, dcfg, world_size: int, rank: int, seconds: float) -> tuple[int, float]:
-    """Cuts the sampler gives this rank in ``seconds`` after its first batch, epoch after epoch
-    (one sampler, as ``dmtts tts train`` keeps), without loading their data."""
+    """Cuts the sampler gives this rank in ``seconds`` of CPU time after its first batch, epoch after
+    epoch (one sampler, as ``dmtts tts train`` keeps), without loading their data; returns the
+    cuts, the wall seconds and the CPU seconds."""
     from dmtts.tts.train import make_sampler
 
-    n_cuts, t_start = 0, None
+    n_cuts, t_start, c_start = 0, None, None
     sampler = make_sampler(cuts, dcfg, 0, world_size, rank)
     for epoch in range(1, 1000):
         sampler.set_epoch(epoch)
@@ -187,12 +235,15 @@ def _sampled(form: str, cuts, dcfg, world_size: int, rank: int, seconds: float) 
             stream = (len(b) for b in sampler)
         for n in stream:
             if t_start is None:  # the first batch waits for the buffer and bins: measured apart
-                t_start = time.time()
+                t_start, c_start = time.time(), time.process_time()
                 continue
             n_cuts += n
-            if time.time() - t_start >= seconds:
-                return n_cuts, time.time() - t_start
-    return n_cuts, time.time() - t_start
+            if time.process_time() - c_start >= seconds:
+                break
+        else:
+            continue
+        break
+    return n_cuts, time.time() - t_start, time.process_time() - c_start
 
 
 def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -> dict:
@@ -209,25 +260,26 @@ def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -
     dcfg = TTSDataConfig(train_cuts=str(path), symbol_table=str(root / "symbols.txt"), max_duration=280.0,
                          num_buckets=30, num_workers=0, min_duration=0.5, max_cut_duration=30.0,
                          drop_last=False)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     cuts = load_cuts(str(path), dcfg, "training")
     sampler = make_sampler(cuts, dcfg, 0, world_size, rank)
     sampler.set_epoch(0)
     dataset = TTSDataset(TTSText.from_data_config(dcfg), n_q=8)
     batches = iter(make_loader(dataset, _SkipFirst(sampler, 0), 0, 0))
     first = next(batches)
-    first_batch_s = time.time() - t0
+    first_batch_s, first_batch_cpu_s = time.time() - t0, time.process_time() - c0
     fds = open_descriptors()
     for _ in range(39):
         if next(batches, None) is None:
             break
         fds = max(fds, open_descriptors())
     del batches
-    n_cuts, elapsed = _sampled(form, cuts, dcfg, world_size, rank, seconds)
+    n_cuts, elapsed, cpu = _sampled(form, cuts, dcfg, world_size, rank, seconds)
     return {"form": form, "world_size": world_size, "rank": rank, "import_s": round(t_import, 2),
-            "first_batch_s": round(first_batch_s, 2), "first_batch_cuts": len(first["cut_ids"]),
-            "cuts_per_s": round(n_cuts / elapsed, 1), "sampled_cuts": n_cuts, "sampled_s": round(elapsed, 1),
-            "corpus_epochs_per_hour_at_this_rate": round(3600 * n_cuts / elapsed * world_size / _num_cuts(root), 2),
+            "first_batch_s": round(first_batch_s, 2), "first_batch_cpu_s": round(first_batch_cpu_s, 2),
+            "first_batch_cuts": len(first["cut_ids"]), "cuts_per_s": round(n_cuts / elapsed, 1),
+            "cuts_per_cpu_s": round(n_cuts / cpu, 1), "sampled_cuts": n_cuts, "sampled_s": round(elapsed, 1),
+            "sampled_cpu_s": round(cpu, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "open_fds": fds}
 
 
@@ -242,9 +294,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-cuts", type=int, nargs="+", default=[100000], help="corpus sizes (default 100000)")
     ap.add_argument("--world-sizes", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--seconds", type=float, default=20.0, help="sampler throughput window per measurement")
+    ap.add_argument("--seconds", type=float, default=5.0, help="sampler throughput window (CPU seconds)")
     ap.add_argument("--work-dir", default="/tmp/dmtts_data_scale", help="generated corpora (reused)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    ap.add_argument("--generate-only", action="store_true", help="only generate the corpora (a run of its own)")
+    ap.add_argument("--replicate-from", type=int, default=0,
+                    help="build each larger corpus as copies of this (already generated) size: no generation CPU")
     ap.add_argument("--measure", choices=["jsonl", "shar"], help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--world-size", type=int, help=argparse.SUPPRESS)
@@ -256,33 +311,42 @@ def main() -> None:
     rows = []
     for n in args.num_cuts:
         root = Path(args.work_dir) / f"n{n}"
-        info = generate(n, root)
+        if args.replicate_from and n > args.replicate_from:
+            info = replicate(n, Path(args.work_dir) / f"n{args.replicate_from}", root)
+        else:
+            info = generate(n, root)
         print(f"{n} cuts: generated in {info['generate_s']} s; jsonl {info['jsonl_mb']} MB, shar {info['shar_mb']} MB",
               flush=True)
+        if args.generate_only:
+            continue
         for ws in args.world_sizes:
             for form in ("jsonl", "shar"):
                 r = {"num_cuts": n, **_run_one(form, root, ws, args.seconds), "load": round(os.getloadavg()[0], 1)}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     print(f"load average at end: {os.getloadavg()}")
-    _report(rows, args.markdown)
+    if rows:
+        _report(rows, args.markdown)
 
 
 def _report(rows: list[dict], markdown: bool) -> None:
+    """The table: CPU-time figures (robust to a loaded machine), ratios to jsonl and to the smallest corpus."""
     by = {(r["num_cuts"], r["world_size"], r["form"]): r for r in rows}
     smallest = min(r["num_cuts"] for r in rows)
-    lines = ["| cuts | rank | input | first batch (s) | cuts/s to this rank | x one GPU's need | "
-             "peak RSS (MB) | open fds | vs jsonl: first batch, cuts/s, RSS | vs smallest corpus: first batch, RSS | load |",
+    lines = ["| cuts | rank | input | first batch: CPU s (wall s) | cuts per CPU s to this rank | x one GPU's need | "
+             "peak RSS (MB) | open fds | vs jsonl: first batch, cuts/s, RSS | vs smallest corpus: first batch, "
+             "cuts/s, RSS | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = by[(r["num_cuts"], r["world_size"], "jsonl")]
+        ref = by.get((r["num_cuts"], r["world_size"], "jsonl"), r)
         small = by.get((smallest, r["world_size"], r["form"]), r)
         lines.append(
-            f"| {r['num_cuts']:,} | {r['rank']} of {r['world_size']} | {r['form']} | {r['first_batch_s']:.2f} | "
-            f"{r['cuts_per_s']:,.0f} | {r['cuts_per_s'] / GPU_CUTS_PER_S:.2f} | {r['peak_rss_mb']:,.0f} | "
-            f"{r['open_fds']} | {r['first_batch_s'] / ref['first_batch_s']:.2f}, "
-            f"{r['cuts_per_s'] / ref['cuts_per_s']:.1f}, {r['peak_rss_mb'] / ref['peak_rss_mb']:.2f} | "
-            f"{r['first_batch_s'] / small['first_batch_s']:.2f}, {r['peak_rss_mb'] / small['peak_rss_mb']:.2f} | "
+            f"| {r['num_cuts']:,} | {r['rank']} of {r['world_size']} | {r['form']} | {r['first_batch_cpu_s']:.2f} "
+            f"({r['first_batch_s']:.1f}) | {r['cuts_per_cpu_s']:,.0f} | {r['cuts_per_cpu_s'] / GPU_CUTS_PER_S:.2f} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['open_fds']} | {r['first_batch_cpu_s'] / ref['first_batch_cpu_s']:.2f}, "
+            f"{r['cuts_per_cpu_s'] / ref['cuts_per_cpu_s']:.1f}, {r['peak_rss_mb'] / ref['peak_rss_mb']:.2f} | "
+            f"{r['first_batch_cpu_s'] / small['first_batch_cpu_s']:.2f}, "
+            f"{r['cuts_per_cpu_s'] / small['cuts_per_cpu_s']:.2f}, {r['peak_rss_mb'] / small['peak_rss_mb']:.2f} | "
             f"{r['load']} |")
     print("\n".join(lines) if markdown else "\n".join(lines[2:]))
 
