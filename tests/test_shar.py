@@ -145,3 +145,14 @@ def test_tiny_codec_trains_from_shar_like_from_jsonl(tmp_path):
     assert all(np.isfinite(m).all() for m in mels.values())
     ratio = np.mean(mels["shar"]) / np.mean(mels["jsonl"])
     assert 0.7 < ratio < 1.4, mels  # same range; the crops and batches differ (order)
+
+
+def test_cli_exports_and_rejects_unknown_fields(data, tmp_path, capsys):
+    from dmtts.cli import main
+
+    assert main(["shar", "export", "--cuts", str(data["cuts"]), "--output-dir", str(tmp_path / "s"),
+                 "--fields", "codes", "--shard-size", "16", "--no-progress"]) == 0
+    assert "40 cuts in 3 shards (codes)" in capsys.readouterr().out
+    assert main(["shar", "export", "--cuts", str(data["cuts"]), "--output-dir", str(tmp_path / "t"),
+                 "--fields", "codes,phonemes"]) == 2
+    assert "--fields 'codes,phonemes': give codec, tts, tts+audio or a comma list" in capsys.readouterr().err
