@@ -83,11 +83,16 @@ def _codec(args) -> int:
     from dmtts.eval.codec_eval import evaluate_codec
     from dmtts.eval.metrics import parse_metrics
 
+    from dmtts.eval.classic_codecs import parse_baselines
+    from dmtts.eval.group_tables import Grouping
+
     metrics = parse_metrics(args.metrics, ALL_METRICS)
     if args.output_dir is None:
         if args.model is None:
             raise DmttsError("pass --output-dir (the default, <model dir>/../eval, needs --model)")
         args.output_dir = Path(args.model).resolve().parent / "eval"
+    baselines = parse_baselines(args.baselines)  # a bad spec or a missing tool fails before any work
+    grouping = Grouping.from_options(args.group_by, args.speaker_groups)
     ctx = shard_context(args.device)  # torchrun: one shard of the cuts per rank
     args.device = ctx.device
     try:
@@ -95,12 +100,14 @@ def _codec(args) -> int:
                                 systems=_parse_systems(args.systems), models=_models(args), metrics=metrics,
                                 name=args.name, batch_size=args.batch_size, device=ctx.device,
                                 n_figure=args.figure_utts, limit=args.limit, ctx=ctx, rescore=args.rescore,
-                                **_unit_size(args))
+                                baselines=baselines, grouping=grouping, **_unit_size(args))
     finally:
         ctx.close()
     if result is None:  # not rank 0: rank 0 writes and prints the merged results
         return 0
     print(Path(result["summary_md"]).read_text())
+    if result["groups_md"]:
+        print(Path(result["groups_md"]).read_text())
     print(f"scores: {', '.join(str(p) for p in result['scores'].values())}")
     if result["figure"]:
         print(f"figure: {result['figure']}")
@@ -188,6 +195,15 @@ def register(subparsers) -> None:
     p.add_argument("--n-q", type=int, nargs="+", default=[1, 3, 6, 8], help="RVQ levels to evaluate (bitrates)")
     p.add_argument("--systems", nargs="+", default=None, metavar="NAME=DIR",
                    help="other systems' reconstructions DIR/<utt_id>.wav, scored in the same table")
+    p.add_argument("--baselines", nargs="+", default=None, metavar="SPEC",
+                   help="classic codecs scored as rows of the same tables: codec2:<mode> (3200 2400 1600 1400 "
+                        "1300 1200 700C 450; Debian package codec2) and/or opus:<kbps> (6-256; package "
+                        "opus-tools), e.g. codec2:3200 codec2:1300 opus:6 opus:9; works without --model")
+    p.add_argument("--group-by", default=None, choices=["speaker"],
+                   help="also write per-speaker tables (summary_groups.md/.csv): every metric per system and speaker")
+    p.add_argument("--speaker-groups", type=Path, default=None, metavar="FILE",
+                   help="per-group tables instead: FILE has `speaker group` lines (e.g. a voice family per "
+                        "speaker); every evaluated speaker must be in it")
     p.add_argument("--name", default="dmcodec", help="system name prefix of the DM-Codec rows (<name>_nq<k>)")
     p.add_argument("--metrics", nargs="+", default=None, choices=ALL_METRICS, help="default: all")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per codec batch (1 = exact per-utt)")

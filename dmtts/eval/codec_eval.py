@@ -1,18 +1,24 @@
 """Codec reconstruction benchmark (paper §4, Table 1 / Table 7; DESIGN §7).
 
 For every cut: reconstruct with DM-Codec at each ``n_q`` (batched, ``torch.inference_mode``),
-optionally take other systems' reconstructions from ``DIR/<utt_id>.wav``, and score each
-system against the original audio. Outputs under ``out_dir``:
+encode and decode it with classic codecs (``baselines``: codec2, Opus; see
+:mod:`dmtts.eval.classic_codecs`), optionally take other systems' reconstructions from
+``DIR/<utt_id>.wav``, and score each system against the original audio. Outputs under ``out_dir``:
 
 * ``scores_<system>.csv``  per-utterance scores (``utt_id,wer,wil,stoi,pesq,visqol,sim,mos_proxy``),
-  one per system, e.g. ``scores_dmcodec_nq8.csv``; ``scores_ground_truth.csv`` for the originals
-  (WER/WIL and MOS proxy only: the ASR / MOS floor);
+  one per system, e.g. ``scores_dmcodec_nq8.csv``, ``scores_codec2_3200.csv``;
+  ``scores_ground_truth.csv`` for the originals (WER/WIL and MOS proxy only: the ASR / MOS floor);
 * ``transcripts_<system>.tsv`` (utt_id, reference, hypothesis);
 * ``summary.csv`` / ``summary.md`` and ``models.json`` (which model produced each column);
+* ``summary_groups.csv`` / ``summary_groups.md`` with ``grouping`` (``--group-by speaker`` or
+  ``--speaker-groups FILE``): the same figures per speaker or group (:mod:`dmtts.eval.group_tables`);
+* ``trained_models.json``: the codec's steps trained against steps configured, when its
+  config.json says (:mod:`dmtts.eval.trained_models`); also lines of ``summary.md``;
 * ``mel_spectrograms.png`` for the first few utterances;
-* ``recon/<system>/<utt_id>.wav`` the DM-Codec reconstructions (16-bit PCM, for listening);
+* ``recon/<system>/<utt_id>.wav`` the DM-Codec and baseline reconstructions (16-bit PCM, for
+  listening); ``inputs.json`` names the evaluated cuts (for the report's players);
 * ``score_cache/`` the per-utterance scores (:mod:`dmtts.eval.cache`): a rerun scores only what
-  is missing (new cuts, systems, metrics or models).
+  is missing (new cuts, systems, baselines, metrics or models).
 
 Sharding (``torchrun``, :mod:`dmtts.data.sharding`): the cuts are read lazily in units of
 ``unit_size`` consecutive cuts; unit ``j`` belongs to rank ``j % world_size``. Inside a unit the
@@ -24,91 +30,34 @@ writes every output.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from dmtts.errors import DmttsError
 from dmtts.eval.cache import CACHE_DIRNAME, ScoreCache, cut_identity, file_identity, module_identity, record_key
-from dmtts.eval.metrics import METRICS, EvalModels, WordErrors, corpus_rates, cosine, word_errors
-from dmtts.eval.scores import SummaryRow, nanmean, summary_columns, write_scores_csv, write_summary
-from dmtts.utils import atomic_write_text, require_file
+from dmtts.eval.classic_codecs import ClassicCodec
+from dmtts.eval.codec_systems import Scorer, System, system_file
+from dmtts.eval.eval_cuts import SAMPLE_RATE, UNIT_SIZE, Utterance, iter_cuts, iter_units, load_utterance
+from dmtts.eval.group_tables import GROUPS_STEM, Grouping, group_rows, write_group_tables
+from dmtts.eval.metrics import METRICS, EvalModels
+from dmtts.eval.scores import (GROUND_TRUTH, SummaryRow, summarize, summary_columns, wer_note, write_scores_csv,
+                               write_summary, write_transcripts)
+from dmtts.eval.trained_models import trained_models, training_notes, write_trained_models
+from dmtts.eval.word_errors import WordErrors, word_errors
+from dmtts.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 CODEC_METRICS = tuple(m for m in METRICS if m != "sim_r")  # SIM-r is a TTS metric
-GROUND_TRUTH = "ground_truth"
-UNIT_SIZE = 64  # cuts per scoring unit: the shard granule, one cache file, the length-sorting window
-SIGNAL_METRICS = ("stoi", "pesq", "visqol", "sim")  # need the reference audio
-
-
-@dataclass
-class Utterance:
-    utt_id: str
-    wav: np.ndarray  # float32 [N] at 16 kHz
-    text: str | None
-
-
-def iter_cuts(cuts_path: str | Path, limit: int | None = None, flag: str = "--cuts") -> Iterator[tuple[int, object]]:
-    """``(position, cut)`` of a lhotse CutSet manifest, read lazily (never all in memory); a
-    repeated cut id is a clear error."""
-    from lhotse import CutSet, load_manifest_lazy
-
-    path = require_file(cuts_path, f"{flag} manifest", "pass a lhotse CutSet (*.jsonl.gz)")
-    try:
-        cuts = load_manifest_lazy(path)
-    except Exception as e:
-        raise DmttsError(f"cannot read cut manifest '{path}': {e}") from None
-    if not isinstance(cuts, CutSet):
-        raise DmttsError(f"'{path}' is a {type(cuts).__name__}, not a CutSet: pass a *_cuts_*.jsonl.gz file")
-    seen: set[str] = set()
-    n = 0
-    for pos, cut in enumerate(cuts):
-        if limit is not None and pos >= limit:
-            break
-        if cut.id in seen:
-            raise DmttsError(f"'{path}' has the cut id '{cut.id}' twice; ids must be unique")
-        seen.add(cut.id)
-        n += 1
-        yield pos, cut
-    if n == 0:
-        raise DmttsError(f"'{path}' holds no cuts")
-
-
-def iter_units(cuts_path: str | Path, limit: int | None = None, unit_size: int = UNIT_SIZE,
-               flag: str = "--cuts") -> Iterator[tuple[int, list[tuple[int, object]]]]:
-    """Units of ``unit_size`` consecutive cuts: ``(unit index, [(position, cut), ...])``, lazily."""
-    unit: list[tuple[int, object]] = []
-    for pos, cut in iter_cuts(cuts_path, limit, flag):
-        unit.append((pos, cut))
-        if len(unit) == unit_size:
-            yield pos // unit_size, unit
-            unit = []
-    if unit:
-        yield unit[0][0] // unit_size, unit
-
-
-def load_utterance(cut, cuts_path: str | Path) -> Utterance:
-    """A cut's audio (16 kHz mono float32) and first supervision's text."""
-    if cut.sampling_rate != SAMPLE_RATE:
-        cut = cut.resample(SAMPLE_RATE)
-    try:
-        audio = cut.load_audio()
-    except Exception as e:
-        raise DmttsError(f"cannot load the audio of cut '{cut.id}' in '{cuts_path}': {e}") from None
-    wav = np.asarray(audio, dtype=np.float32)
-    wav = wav.mean(axis=0) if wav.ndim == 2 else wav.reshape(-1)
-    if wav.size == 0 or not np.isfinite(wav).all():
-        raise DmttsError(f"cut '{cut.id}' in '{cuts_path}' has empty or non-finite audio")
-    return Utterance(cut.id, wav, cut.supervisions[0].text if cut.supervisions else None)
+__all__ = ["evaluate_codec", "reconstruct", "CODEC_METRICS", "GROUND_TRUTH", "UNIT_SIZE"]
 
 
 def reconstruct(codec, utts: Sequence[Utterance], n_q: int, batch_size: int = 8,
@@ -143,135 +92,28 @@ def reconstruct(codec, utts: Sequence[Utterance], n_q: int, batch_size: int = 8,
     return out
 
 
-def system_file(directory: Path, utt_id: str) -> Path | None:
-    """Another system's reconstruction ``DIR/<utt_id>.wav`` (or ``.flac``), if present."""
-    for ext in (".wav", ".flac"):
-        p = directory / f"{utt_id}{ext}"
-        if p.is_file():
-            return p
-    return None
-
-
-@dataclass
-class System:
-    """One row of the table: the originals (``ground_truth``), a DM-Codec at ``n_q`` levels, or
-    reconstructions read from ``directory``."""
-
-    name: str
-    identity: str
-    extra: dict
-    n_q: int | None = None
-    directory: Path | None = None
-    reference_free: bool = False
-
-    def cached_metrics(self, metrics: Sequence[str]) -> list[str]:
-        """What is cached per utterance: ``asr`` (the transcript behind WER/WIL) and the metrics
-        other than WER/WIL; the ground truth has no reference to compare with."""
-        out = ["asr"] if ("wer" in metrics or "wil" in metrics) else []
-        out += [m for m in metrics if m not in ("wer", "wil") and not (self.reference_free and m in SIGNAL_METRICS)]
-        return out
-
-
-class Scorer:
-    """Scores the audio of one unit; caches reference embeddings across the unit's systems."""
-
-    def __init__(self, models: EvalModels, asr_batch: int = 16):
-        self.models = models
-        self.asr_batch = asr_batch
-        self._ref_emb: dict[str, np.ndarray] = {}
-
-    def new_unit(self) -> None:
-        self._ref_emb.clear()
-
-    def transcribe(self, wavs: Mapping[str, np.ndarray]) -> dict[str, str]:
-        ids = sorted(wavs, key=lambda i: len(wavs[i]))  # similar lengths share an ASR batch
-        out: dict[str, str] = {}
-        for s in range(0, len(ids), self.asr_batch):
-            chunk = ids[s:s + self.asr_batch]
-            hyps = self.models.asr.transcribe([wavs[i] for i in chunk])
-            if len(hyps) != len(chunk):
-                raise RuntimeError(f"the ASR returned {len(hyps)} transcripts for {len(chunk)} inputs")
-            out.update(zip(chunk, hyps))
-        return out
-
-    def ref_embedding(self, utt: Utterance) -> np.ndarray:
-        if utt.utt_id not in self._ref_emb:
-            self._ref_emb[utt.utt_id] = self.models.sim.embed([utt.wav])[0]
-        return self._ref_emb[utt.utt_id]
-
-    def score(self, wanted: Mapping[str, list[str]], refs: Mapping[str, Utterance],
-              degs: Mapping[str, np.ndarray]) -> dict[tuple[str, str], object]:
-        """``{(utt_id, metric): value}`` for the ``wanted`` metrics of each utterance."""
-        from dmtts.eval.metrics import pesq_wb, stoi_score
-
-        hyps = self.transcribe({u: degs[u] for u, ms in wanted.items() if "asr" in ms})
-        out: dict[tuple[str, str], object] = {}
-        for utt_id, ms in wanted.items():
-            ref, deg = refs[utt_id], degs[utt_id]
-            for m in ms:
-                if m == "asr":
-                    value = hyps[utt_id]
-                elif m == "stoi":
-                    value = stoi_score(ref.wav, deg)
-                elif m == "pesq":
-                    value = pesq_wb(ref.wav, deg)
-                elif m == "visqol":
-                    value = self.models.visqol(ref.wav, deg)
-                elif m == "sim":
-                    value = cosine(self.ref_embedding(ref), self.models.sim.embed([deg])[0])
-                elif m == "mos_proxy":
-                    value = self.models.mos(deg)
-                else:
-                    raise ValueError(m)
-                out[(utt_id, m)] = value
-        return out
-
-
-def summarize(system: str, rows: Sequence[dict], errors: Sequence[WordErrors], metrics: Sequence[str]) -> dict:
-    """Summary values: corpus-level WER/WIL (pooled ``errors``), ``wer_utt`` (mean per-utterance
-    WER) and the means of the other metrics."""
-    values = {}
-    for m in metrics:
-        if m in ("wer", "wil"):
-            if errors:
-                values["wer"], values["wil"] = corpus_rates(errors)
-                values["wer_utt"] = nanmean([r.get("wer", math.nan) for r in rows])
-        else:
-            values[m] = nanmean([r.get(m, math.nan) for r in rows])
-    return {k: v for k, v in values.items() if k in summary_columns(metrics)}
-
-
-def write_transcripts(path: Path, transcripts: Sequence[tuple[str, str, str]]) -> None:
-    lines = ["utt_id\treference\thypothesis"]
-    lines += ["\t".join(x.replace("\t", " ").replace("\n", " ") for x in t) for t in transcripts]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def wer_note(models: EvalModels, per: str = "an utterance") -> str:
-    return (f"WER/WIL: corpus-level (errors pooled over all words) and `WER utt-mean` (the mean of the "
-            f"per-utterance WERs, {per} each), in %, after the text normaliser: {models.text_norm.name}.")
-
-
 def evaluate_codec(cuts: str | Path, out_dir: str | Path, model_dir: str | Path | None = None, codec=None,
                    n_qs: Sequence[int] = (1, 3, 6, 8), systems: Mapping[str, str | Path] | None = None,
                    models: EvalModels | None = None, metrics: Sequence[str] = CODEC_METRICS,
                    name: str = "dmcodec", batch_size: int = 8, device: str = "cpu", n_figure: int = 3,
-                   limit: int | None = None, ctx=None, rescore: bool = False,
-                   unit_size: int = UNIT_SIZE) -> dict | None:
-    """Run the codec benchmark; returns ``{"summary_md", "summary_csv", "figure", "scores": {...}}``
-    on rank 0 (``ctx``: a :class:`dmtts.data.sharding.ShardContext`; default one process) and
-    ``None`` on the other ranks. ``rescore``: ignore the scores cached by earlier runs."""
+                   limit: int | None = None, ctx=None, rescore: bool = False, unit_size: int = UNIT_SIZE,
+                   baselines: Sequence[ClassicCodec] = (), grouping: Grouping | None = None) -> dict | None:
+    """Run the codec benchmark; returns ``{"summary_md", "summary_csv", "groups_md", "figure",
+    "scores": {...}}`` on rank 0 (``ctx``: a :class:`dmtts.data.sharding.ShardContext`; default one
+    process) and ``None`` on the other ranks. ``rescore``: ignore the scores cached by earlier runs.
+    ``baselines``: classic codecs scored as rows of the same tables; ``grouping``: per-speaker or
+    per-group tables as well."""
     from dmtts.data.sharding import ShardContext
 
     ctx = ctx or ShardContext(device=device)
     out_dir = Path(out_dir)
-    systems = dict(systems or {})
     models = models or EvalModels(device=device)
     bad = [m for m in metrics if m not in CODEC_METRICS]
     if bad:
         raise DmttsError(f"--metrics {' '.join(bad)}: not a codec metric (choose from {' '.join(CODEC_METRICS)})")
-    if codec is None and model_dir is None and not systems:
-        raise DmttsError("nothing to evaluate: pass --model DIR (an exported DM-Codec) and/or --systems NAME=DIR")
+    if codec is None and model_dir is None and not systems and not baselines:
+        raise DmttsError("nothing to evaluate: pass --model DIR (an exported DM-Codec), --baselines SPEC ... "
+                         "and/or --systems NAME=DIR")
     if codec is None and model_dir is not None:
         from dmtts.codec.model import DMCodec
 
@@ -280,29 +122,8 @@ def evaluate_codec(cuts: str | Path, out_dir: str | Path, model_dir: str | Path 
             raise DmttsError(f"codec model dir '{model_dir}' has no config.json: pass --model with the "
                              "directory written by `dmtts codec export` (config.json + model.safetensors)")
         codec = DMCodec.from_pretrained(model_dir, device=device)
-    table: list[System] = []
-    if any(m in metrics for m in ("wer", "wil", "mos_proxy")):
-        table.append(System(GROUND_TRUTH, GROUND_TRUTH, {"bitrate_kbps": "256"}, reference_free=True))
-    if codec is not None:
-        codec.eval()
-        max_q = int(getattr(codec, "n_q", max(n_qs)))
-        bad_q = [q for q in n_qs if not 1 <= q <= max_q]
-        if bad_q:
-            raise DmttsError(f"--n-q {' '.join(map(str, bad_q))}: the codec has {max_q} RVQ levels (use 1..{max_q})")
-        weights = module_identity(codec)
-        for q in n_qs:
-            bitrate = codec.bitrate(q) / 1000 if hasattr(codec, "bitrate") else q * 0.5
-            table.append(System(f"{name}_nq{q}", f"codec|{weights}|nq{q}|batch{batch_size}|unit{unit_size}|{device}",
-                                {"bitrate_kbps": f"{bitrate:g}"}, n_q=q))
-    if name == GROUND_TRUTH or name in systems:
-        raise DmttsError(f"system name '{name}' clashes with another system; pick another --name")
-    for sys_name, directory in systems.items():
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise DmttsError(f"--systems {sys_name}={directory}: the directory does not exist; it must hold "
-                             "<utt_id>.wav reconstructions of the evaluated cuts")
-        table.append(System(sys_name, f"files|{sys_name}", {}, directory=directory))
-    _check_system_dirs(cuts, limit, [s for s in table if s.directory is not None])
+    table = _build_table(codec, n_qs, name, batch_size, unit_size, device, dict(systems or {}), baselines, metrics)
+    _check_inputs(cuts, limit, [s for s in table if s.directory is not None], grouping)
     models.load_for(metrics)  # fail on a bad model spec before the long work
     cache = ScoreCache(out_dir / CACHE_DIRNAME, read=not rescore)
     timing: dict[str, float] = defaultdict(float)
@@ -320,11 +141,50 @@ def evaluate_codec(cuts: str | Path, out_dir: str | Path, model_dir: str | Path 
     if not ctx.is_main:
         return None
     cache.reload()
-    return _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, timings)
+    trained = trained_models([("codec", model_dir)])
+    return _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, timings, grouping, trained)
 
 
-def _check_system_dirs(cuts, limit, dir_systems: Sequence[System]) -> None:
-    """A ``--systems`` directory without any of the cuts' files is a mistake: say so before any work."""
+def _build_table(codec, n_qs, name, batch_size, unit_size, device, systems, baselines, metrics) -> list[System]:
+    """The rows: ground truth (when a reference-free metric is asked for), the codec at each
+    ``n_q``, the baselines, then the ``--systems`` directories; names must be distinct."""
+    table: list[System] = []
+    if any(m in metrics for m in ("wer", "wil", "mos_proxy")):
+        table.append(System(GROUND_TRUTH, GROUND_TRUTH, {"bitrate_kbps": "256"}, reference_free=True))
+    if codec is not None:
+        codec.eval()
+        max_q = int(getattr(codec, "n_q", max(n_qs)))
+        bad_q = [q for q in n_qs if not 1 <= q <= max_q]
+        if bad_q:
+            raise DmttsError(f"--n-q {' '.join(map(str, bad_q))}: the codec has {max_q} RVQ levels (use 1..{max_q})")
+        weights = module_identity(codec)
+        for q in n_qs:
+            bitrate = codec.bitrate(q) / 1000 if hasattr(codec, "bitrate") else q * 0.5
+            table.append(System(f"{name}_nq{q}", f"codec|{weights}|nq{q}|batch{batch_size}|unit{unit_size}|{device}",
+                                {"bitrate_kbps": f"{bitrate:g}"}, n_q=q))
+    for baseline in baselines:
+        table.append(System(baseline.name, baseline.identity(), {"bitrate_kbps": f"{baseline.bitrate_kbps:g}"},
+                            baseline=baseline))
+    if name == GROUND_TRUTH:
+        raise DmttsError(f"--name {GROUND_TRUTH} is reserved for the original audio; pick another --name")
+    for sys_name, directory in systems.items():
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise DmttsError(f"--systems {sys_name}={directory}: the directory does not exist; it must hold "
+                             "<utt_id>.wav reconstructions of the evaluated cuts")
+        table.append(System(sys_name, f"files|{sys_name}", {}, directory=directory))
+    names = [s.name for s in table]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise DmttsError(f"two rows are named {' and '.join(clash)}: rename the --systems entry (or --name)")
+    return table
+
+
+def _check_inputs(cuts, limit, dir_systems: Sequence[System], grouping: Grouping | None) -> None:
+    """Before any work: a ``--systems`` directory without any of the cuts' files is a mistake, and
+    every cut must have a group (speaker, and the speaker a line in ``--speaker-groups``)."""
+    if grouping is not None:
+        grouping.check(cut for _, cut in iter_cuts(cuts, limit))
     if not dir_systems:
         return
     found = {s.name: 0 for s in dir_systems}
@@ -373,33 +233,37 @@ def _score_unit(unit_index, items, table, metrics, models, cache, scorer, codec,
         t0 = time.perf_counter()
         if system.n_q is not None:  # the whole unit, so that every cut's batch is the same as in any run
             degs = reconstruct(codec, list(utts.values()), system.n_q, batch_size, device)
-            timing[f"reconstruct_{system.name}"] += time.perf_counter() - t0
-            for utt_id, wav in degs.items():
-                save_audio(out_dir / "recon" / system.name / f"{utt_id}.wav", wav, SAMPLE_RATE)
+        elif system.baseline is not None:  # one utterance at a time: only those with something to score
+            degs = {u: system.baseline.roundtrip(utts[u].wav, SAMPLE_RATE) for u in wanted}
         elif system.directory is not None:
             degs = {u: load_audio(files[u], SAMPLE_RATE)[0] for u in wanted}
         else:
             degs = {u: utt.wav for u, utt in utts.items()}
+        if system.n_q is not None or system.baseline is not None:
+            timing[f"reconstruct_{system.name}"] += time.perf_counter() - t0
+            for utt_id, wav in degs.items():
+                save_audio(out_dir / "recon" / system.name / f"{utt_id}.wav", wav, SAMPLE_RATE)
         t0 = time.perf_counter()
         values = scorer.score(wanted, utts, degs)
         timing[f"score_{system.name}"] += time.perf_counter() - t0
         cache.put(system.name, unit_index, [(u, keys[(u, m)], v) for (u, m), v in values.items()])
 
 
-def _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, timings) -> dict:
+def _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, timings, grouping, trained) -> dict:
     """Rank 0: every system's rows from the cache, in the original cut order; the outputs."""
-    from dmtts.audio import load_audio
-
     rows: dict[str, list[dict]] = {s.name: [] for s in table}
-    errors: dict[str, list[WordErrors]] = {s.name: [] for s in table}
+    errors: dict[str, dict[str, WordErrors]] = {s.name: {} for s in table}
     transcripts: dict[str, list[tuple[str, str, str]]] = {s.name: [] for s in table}
     missing_files: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, str] = {}
     figure_cuts = []
     n_cuts = 0
     for pos, cut in iter_cuts(cuts, limit):
         n_cuts += 1
         if len(figure_cuts) < n_figure:
             figure_cuts.append(cut)
+        if grouping is not None:
+            groups[cut.id] = grouping.group(cut)
         ident = cut_identity(cut)
         text = cut.supervisions[0].text if cut.supervisions else None
         for system in table:
@@ -424,7 +288,7 @@ def _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, 
                     logger.warning("cut '%s' has no transcript; WER/WIL left empty", cut.id)
                 else:
                     e = word_errors(text, value, models.text_norm)
-                    errors[system.name].append(e)
+                    errors[system.name][cut.id] = e
                     row["wer"], row["wil"] = e.wer, e.wil
                     transcripts[system.name].append((cut.id, text, value))
             rows[system.name].append(row)
@@ -437,7 +301,7 @@ def _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, 
         score_files[system.name] = write_scores_csv(out_dir / f"scores_{system.name}.csv", rows[system.name])
         if transcripts[system.name]:
             write_transcripts(out_dir / f"transcripts_{system.name}.tsv", transcripts[system.name])
-        values = summarize(system.name, rows[system.name], errors[system.name], metrics)
+        values = summarize(rows[system.name], list(errors[system.name].values()), metrics)
         summary.append(SummaryRow(system.name, len(rows[system.name]), values, system.extra))
         logger.info("%s: %s", system.name, {k: round(v, 4) for k, v in values.items()})
 
@@ -446,28 +310,53 @@ def _merge_codec(cuts, limit, out_dir, table, metrics, models, cache, n_figure, 
              "Other columns: means over utterances. `ground_truth` scores the original audio (the ASR / MOS "
              "floor). bitrate_kbps: RVQ levels x frame rate x log2(codebook size) (0.5 kbps per level for 50 Hz "
              "x 1024 codes); 256 for 16-bit 16 kHz PCM."]
+    if any(s.baseline is not None for s in table):
+        notes.append("Baselines: `codec2_<mode>` is Codec 2 (Debian codec2, c2enc/c2dec) at 8 kHz, resampled "
+                     "back to 16 kHz, its fixed decoder delay removed; `opus_<k>kbps` is Opus (opus-tools, "
+                     "opusenc --bitrate k, variable bitrate) decoded at 16 kHz. Their bitrate is the nominal one.")
+    notes += training_notes(trained)
     csv_path, md_path = write_summary(out_dir, summary, summary_columns(metrics), described,
                                       f"Codec reconstruction ({n_cuts} utterances, {Path(cuts).name})",
                                       extra_columns=["bitrate_kbps"], notes=notes)
+    write_trained_models(out_dir, trained)
+    atomic_write_text(out_dir / "inputs.json", json.dumps({"cuts": str(Path(cuts).resolve())}) + "\n")
+    groups_md = None
+    if grouping is not None:
+        by_group = group_rows([(s.name, s.extra.get("bitrate_kbps", "")) for s in table], rows, errors, groups,
+                              metrics)
+        _, groups_md = write_group_tables(out_dir, by_group, summary_columns(metrics), grouping.label,
+                                          f"Codec reconstruction per {grouping.label} ({n_cuts} utterances, "
+                                          f"{len(set(groups.values()))} {grouping.label}s)")
+    else:  # a table from an earlier run with other options would be reported as this run's
+        for suffix in (".md", ".csv"):
+            (out_dir / f"{GROUPS_STEM}{suffix}").unlink(missing_ok=True)
     fig_path = None
     if n_figure > 0 and len(table) > (1 if table and table[0].name == GROUND_TRUTH else 0):
-        from dmtts.eval.figures import mel_figure
-
-        ids = [c.id for c in figure_cuts]
-        columns: dict[str, dict[str, np.ndarray]] = {"original": {c.id: load_utterance(c, cuts).wav for c in figure_cuts}}
-        codec_rows = [s for s in table if s.n_q is not None]
-        shown = ([max(codec_rows, key=lambda s: s.n_q)] if codec_rows else []) + [s for s in table if s.directory]
-        for system in shown:
-            folder = system.directory if system.directory is not None else out_dir / "recon" / system.name
-            columns[system.name] = {u: load_audio(p, SAMPLE_RATE)[0] for u in ids
-                                    if (p := system_file(folder, u)) is not None}
-        fig_path = mel_figure(out_dir / "mel_spectrograms.png", ids, columns,
-                              title="Log-mel spectrograms: original vs reconstructions")
+        fig_path = _figure(out_dir, cuts, figure_cuts, table)
     timing: dict[str, float] = defaultdict(float)
     for t in timings or []:
         for k, v in t.items():
             timing[k] += v
     timing_lines = [f"{k}\t{v:.2f}\t{v / n_cuts:.3f}" for k, v in timing.items()]
     atomic_write_text(out_dir / "timing.tsv", "step\tseconds\tseconds_per_utt\n" + "\n".join(timing_lines) + "\n")
-    return {"summary_md": md_path, "summary_csv": csv_path, "figure": fig_path, "scores": score_files,
-            "timing": dict(timing)}
+    return {"summary_md": md_path, "summary_csv": csv_path, "groups_md": groups_md, "figure": fig_path,
+            "scores": score_files, "timing": dict(timing)}
+
+
+def _figure(out_dir: Path, cuts, figure_cuts, table: Sequence[System]) -> Path:
+    """``mel_spectrograms.png``: the originals, the codec at its most levels, the baselines and the
+    ``--systems`` directories."""
+    from dmtts.audio import load_audio
+    from dmtts.eval.figures import mel_figure
+
+    ids = [c.id for c in figure_cuts]
+    columns: dict[str, dict[str, np.ndarray]] = {"original": {c.id: load_utterance(c, cuts).wav for c in figure_cuts}}
+    codec_rows = [s for s in table if s.n_q is not None]
+    shown = ([max(codec_rows, key=lambda s: s.n_q)] if codec_rows else []) + [
+        s for s in table if s.baseline is not None or s.directory is not None]
+    for system in shown:
+        folder = system.directory if system.directory is not None else out_dir / "recon" / system.name
+        columns[system.name] = {u: load_audio(p, SAMPLE_RATE)[0] for u in ids
+                                if (p := system_file(folder, u)) is not None}
+    return mel_figure(out_dir / "mel_spectrograms.png", ids, columns,
+                      title="Log-mel spectrograms: original vs reconstructions")

@@ -1,9 +1,11 @@
 """The final evaluation report: codec reconstruction table, TTS table and the figure path.
 
 ``dmtts eval report --codec-eval exp/codec/eval --tts-eval exp/tts/eval --out exp/report.md``
-prints the report and writes it (Markdown). Each table is the ``summary.md`` written by
-``dmtts eval codec`` / ``dmtts eval tts`` (which already lists the models behind every column);
-significance tables (``significance_*.md``) found in those directories are appended.
+prints the report and writes it (Markdown). Each section is an evaluation directory as
+:func:`dmtts.eval.report_sections.eval_section` reads it: the ``summary.md`` written by ``dmtts
+eval codec`` / ``dmtts eval tts`` (which lists the models behind every column and the steps they
+trained), the per-group table and the significance tables. A model whose training a wall-clock
+cap cut short is also named in a bold warning under the title.
 """
 
 from __future__ import annotations
@@ -13,18 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 from dmtts.errors import DmttsError
+from dmtts.eval.report_html import html_report_for
+from dmtts.eval.report_sections import capped_warnings, eval_section
 from dmtts.utils import atomic_write_text
-
-
-def _section(eval_dir: Path, what: str, command: str) -> tuple[str, Path | None]:
-    summary = eval_dir / "summary.md"
-    if not summary.is_file():
-        raise DmttsError(f"{what} evaluation dir '{eval_dir}' has no summary.md: run `{command}` first")
-    text = summary.read_text().rstrip() + "\n"
-    for sig in sorted(eval_dir.glob("significance_*.md")) + sorted(eval_dir.glob("*/significance_*.md")):
-        text += "\n" + sig.read_text().rstrip() + "\n"
-    fig = eval_dir / "mel_spectrograms.png"
-    return text, (fig if fig.is_file() else None)
 
 
 def build_report(codec_eval: Sequence[str | Path] | str | Path | None = None,
@@ -37,13 +30,14 @@ def build_report(codec_eval: Sequence[str | Path] | str | Path | None = None,
         raise DmttsError("nothing to report: pass --codec-eval DIR and/or --tts-eval DIR")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"# dmtts evaluation report ({stamp})", ""]
+    parts += [line for w in capped_warnings([*codec_dirs, *tts_dirs]) for line in (w, "")]
     several = len(codec_dirs) + len(tts_dirs) > 2
     for d in codec_dirs:
-        text, fig = _section(Path(d), "codec", "dmtts eval codec")
+        text, fig = eval_section(d, "codec", "dmtts eval codec")
         parts += ([f"## Codec: {d}", ""] if several else []) + [text]
         parts += [f"Mel-spectrogram figure: {fig.resolve()}" if fig else "Mel-spectrogram figure: (none written)", ""]
     for d in tts_dirs:
-        text, _ = _section(Path(d), "TTS", "dmtts eval tts")
+        text, _ = eval_section(d, "TTS", "dmtts eval tts")
         parts += ([f"## TTS: {d}", ""] if several else []) + [text]
     missing = [str(f) for f in figures if not Path(f).is_file()]
     if missing:
@@ -67,8 +61,6 @@ def write_report(out: str | Path, codec_eval=None, tts_eval=None, echo: bool = T
     out = Path(out)
     atomic_write_text(out, report)
     # the same report as a page with audio players (report.html + report_files/)
-    from dmtts.eval.report_html import html_report_for
-
     page = html_report_for(out.with_suffix(".html"), _as_list(codec_eval), _as_list(tts_eval), list(figures),
                            stamp=report.splitlines()[0].partition("(")[2].rstrip(")"))
     if echo:

@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from dmtts.eval.report_sections import capped_warnings, eval_section
 from dmtts.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -287,13 +288,12 @@ def write_html_report(out: str | Path, sections: Sequence[tuple[str, str, Path |
 def html_report_for(out: str | Path, codec_eval: Sequence[Path] = (), tts_eval: Sequence[Path] = (),
                     figures: Sequence[Path] = (), stamp: str = "", n_utts: int = 3) -> Path:
     """``report.html`` for the same evaluation directories as ``report.md`` (see build_report)."""
-    from dmtts.eval.report import _section
-
     several = len(codec_eval) + len(tts_eval) > 2
-    sections = []
+    warnings = "".join(f"{w}\n\n" for w in capped_warnings([*codec_eval, *tts_eval]))
+    sections = [("warnings", warnings, None)] if warnings else []
     for kind, dirs, command in (("codec", codec_eval, "dmtts eval codec"), ("tts", tts_eval, "dmtts eval tts")):
         for d in dirs:
-            text, _ = _section(Path(d), kind if kind == "codec" else "TTS", command)
+            text, _ = eval_section(d, kind if kind == "codec" else "TTS", command)
             title = f"## {'Codec' if kind == 'codec' else 'TTS'}: {d}\n\n" if several else ""
             sections.append((kind, title + text, Path(d)))
     return write_html_report(out, sections, [Path(f) for f in figures], stamp, n_utts)

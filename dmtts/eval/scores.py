@@ -26,7 +26,10 @@ import numpy as np
 
 from dmtts.errors import DmttsError
 from dmtts.eval.metrics import METRICS, SCORE_COLUMNS
+from dmtts.eval.word_errors import WordErrors, corpus_rates
 from dmtts.utils import atomic_write_text
+
+GROUND_TRUTH = "ground_truth"  # the system name of the original audio
 
 # How each metric is printed in tables.
 FORMATS = {"wer": "{:.2f}", "wer_utt": "{:.2f}", "wil": "{:.2f}", "stoi": "{:.3f}", "pesq": "{:.2f}",
@@ -146,3 +149,30 @@ def read_summary_csv(path: str | Path) -> list[dict[str, str]]:
         raise DmttsError(f"summary file '{path}' does not exist: run `dmtts eval codec` / `dmtts eval tts` first")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def summarize(rows: Sequence[dict], errors: Sequence[WordErrors], metrics: Sequence[str]) -> dict:
+    """Summary values: corpus-level WER/WIL (pooled ``errors``), ``wer_utt`` (mean per-utterance
+    WER) and the means of the other metrics."""
+    values = {}
+    for m in metrics:
+        if m in ("wer", "wil"):
+            if errors:
+                values["wer"], values["wil"] = corpus_rates(errors)
+                values["wer_utt"] = nanmean([r.get("wer", math.nan) for r in rows])
+        else:
+            values[m] = nanmean([r.get(m, math.nan) for r in rows])
+    return {k: v for k, v in values.items() if k in summary_columns(metrics)}
+
+
+def write_transcripts(path: Path, transcripts: Sequence[tuple[str, str, str]]) -> None:
+    """``transcripts_<system>.tsv``: utt_id, reference, ASR hypothesis (tabs and newlines blanked)."""
+    lines = ["utt_id\treference\thypothesis"]
+    lines += ["\t".join(x.replace("\t", " ").replace("\n", " ") for x in t) for t in transcripts]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def wer_note(models, per: str = "an utterance") -> str:
+    """The table note that defines the WER/WIL columns and names ``models``' text normaliser."""
+    return (f"WER/WIL: corpus-level (errors pooled over all words) and `WER utt-mean` (the mean of the "
+            f"per-utterance WERs, {per} each), in %, after the text normaliser: {models.text_norm.name}.")

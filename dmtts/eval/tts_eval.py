@@ -16,7 +16,8 @@ speaker), when the cuts' audio is readable.
 
 Outputs: ``scores_<name>.csv`` (columns stoi/pesq/visqol empty: there is no aligned reference),
 ``scores_ground_truth.csv``, ``transcripts_<name>.tsv``, ``summary.{csv,md}``, ``models.json``,
-and ``score_cache/`` (per-file scores, :mod:`dmtts.eval.cache`: a rerun scores only what is
+``trained_models.json`` (the steps the AR, NAR and codec behind the syntheses trained, when their
+config.json says; :mod:`dmtts.eval.trained_models`) and ``score_cache/`` (per-file scores, :mod:`dmtts.eval.cache`: a rerun scores only what is
 missing). Under ``torchrun`` the pairs are read lazily in units of ``unit_size``; unit ``j`` is
 scored by rank ``j % world_size``, and rank 0 merges the cached scores in the original order.
 """
@@ -36,9 +37,11 @@ from tqdm import tqdm
 
 from dmtts.errors import DmttsError
 from dmtts.eval.cache import CACHE_DIRNAME, ScoreCache, cut_identity, file_identity, module_identity, record_key
-from dmtts.eval.codec_eval import GROUND_TRUTH, iter_cuts, iter_units, wer_note, write_transcripts
+from dmtts.eval.eval_cuts import iter_cuts, iter_units
 from dmtts.eval.metrics import EvalModels, WordErrors, corpus_rates, cosine, word_errors
-from dmtts.eval.scores import SummaryRow, nanmean, summary_columns, write_scores_csv, write_summary
+from dmtts.eval.scores import (GROUND_TRUTH, SummaryRow, nanmean, summary_columns, wer_note, write_scores_csv,
+                               write_summary, write_transcripts)
+from dmtts.eval.trained_models import synthesis_models, trained_models, training_notes, write_trained_models
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +178,7 @@ def evaluate_tts(synth_dir: str | Path, pairs: str | Path, out_dir: str | Path, 
     if not ctx.is_main:
         return None
     cache.reload()
+    context.trained = trained_models(synthesis_models(synth_dir, codec if isinstance(codec, (str, Path)) else None))
     return context.merge(out_dir, limit, unit_size, ground_truth, n_pairs)
 
 
@@ -188,6 +192,7 @@ class _TtsScoring:
         self.cached = (["asr"] if ("wer" in metrics or "wil" in metrics) else []) + \
                       [m for m in metrics if m not in ("wer", "wil")]
         self.gt_failed = False
+        self.trained: list[dict] = []  # the models behind the syntheses that say how they trained
 
     def key(self, system: str, metric: str, pair_id: str, file_id: str) -> str:
         identity = [self.models.identity(metric), system, pair_id, file_id]
@@ -333,6 +338,8 @@ class _TtsScoring:
                      "all levels)" + ("" if "sim_r" in self.metrics else " (not computed: pass --codec DIR)") +
                      ". Per-utterance scores average the repetitions (VALL-E protocol). `ground_truth` scores "
                      "the real target recording.")
+        notes += training_notes(self.trained)
+        write_trained_models(out_dir, self.trained)
         described = self.models.describe(self.metrics)
         if "sim_r" in described:
             described["sim_r"] += f" (codec weights {self.resynth.identity[:12]}, {self.resynth.n_q} levels)"

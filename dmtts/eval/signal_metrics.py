@@ -1,0 +1,89 @@
+"""Signal metrics of one utterance against its reference: STOI, wideband PESQ, ViSQOL, and the
+cosine similarity used for speaker embeddings. Every function takes 16 kHz float arrays and cuts
+both to the shorter length."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+
+from dmtts.errors import DmttsError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+def _align(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1)
+    deg = np.asarray(deg, dtype=np.float64).reshape(-1)
+    n = min(len(ref), len(deg))
+    if n == 0:
+        raise DmttsError("cannot score empty audio")
+    return ref[:n], deg[:n]
+
+
+def stoi_score(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """Classic STOI (pystoi), both signals cut to the shorter length."""
+    from pystoi import stoi
+
+    ref, deg = _align(ref, deg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = float(stoi(ref, deg, sample_rate, extended=False))
+    return value if np.isfinite(value) else math.nan
+
+
+def pesq_wb(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """Wideband PESQ (ITU-T P.862.2) at 16 kHz; NaN (with a warning) when PESQ finds no speech."""
+    from pesq import pesq
+    from pesq.cypesq import PesqError
+
+    if sample_rate != 16000:
+        raise DmttsError(f"wideband PESQ needs 16 kHz audio, got {sample_rate} Hz")
+    ref, deg = _align(ref, deg)
+    try:
+        return float(pesq(sample_rate, ref.astype(np.float32), deg.astype(np.float32), "wb"))
+    except PesqError as e:
+        logger.warning("PESQ failed (%s); the score is left empty", type(e).__name__)
+        return math.nan
+
+
+class VisqolSpeech:
+    """ViSQOL v3 in speech mode (16 kHz) from visqol-python.
+
+    The MOS mapping is the deep-lattice model of the C++ default when ``ai-edge-litert`` is
+    installed (it is in requirements.txt), else ViSQOL's polynomial fallback; ``name`` says which.
+    """
+
+    def __init__(self) -> None:
+        from visqol import VisqolApi
+        from visqol import __version__ as version
+
+        try:
+            import ai_edge_litert  # noqa: F401
+            lattice = True
+        except ImportError:
+            lattice = False
+        self.api = VisqolApi()
+        self.api.create(mode="speech", use_lattice_model=lattice)
+        mapper = "lattice mapper" if lattice else "polynomial mapper"
+        self.name = f"ViSQOL v3 speech mode, 16 kHz, {mapper} (visqol-python {version})"
+
+    def __call__(self, ref: np.ndarray, deg: np.ndarray) -> float:
+        ref, deg = _align(ref, deg)
+        try:
+            return float(self.api.measure_from_arrays(ref, deg, SAMPLE_RATE).moslqo)
+        except Exception as e:  # ViSQOL raises plain ValueErrors for e.g. too-short input
+            logger.warning("ViSQOL failed (%s); the score is left empty", e)
+            return math.nan
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / denom) if denom > 0 else math.nan
