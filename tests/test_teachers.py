@@ -45,26 +45,30 @@ def _speech_cfg(cls, norm: str, **kw):
                feat_extract_norm=norm, do_stable_layer_norm=(norm == "layer"), **kw)
 
 
+def _save_speech_model(tmp_path_factory, name: str, model_cls, config_cls, norm: str, normalize: bool):
+    """A tiny random speech model and its feature extractor saved as a local model directory."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    d = tmp_path_factory.mktemp(name)
+    torch.manual_seed(0)
+    model_cls(_speech_cfg(config_cls, norm)).eval().save_pretrained(str(d))
+    Wav2Vec2FeatureExtractor(do_normalize=normalize, return_attention_mask=normalize).save_pretrained(str(d))
+    return d
+
+
 @pytest.fixture(scope="module")
 def tiny_hubert_dir(tmp_path_factory):
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+    from transformers import HubertConfig, HubertModel
 
-    d = tmp_path_factory.mktemp("tiny_hubert")
-    torch.manual_seed(0)
-    HubertModel(_speech_cfg(HubertConfig, "group")).eval().save_pretrained(str(d))
-    Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(str(d))
-    return d
+    return _save_speech_model(tmp_path_factory, "tiny_hubert", HubertModel, HubertConfig, "group", normalize=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_w2v_layer_dir(tmp_path_factory):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    d = tmp_path_factory.mktemp("tiny_w2v_layer")
-    torch.manual_seed(0)
-    Wav2Vec2Model(_speech_cfg(Wav2Vec2Config, "layer")).eval().save_pretrained(str(d))
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(str(d))
-    return d
+    return _save_speech_model(tmp_path_factory, "tiny_w2v_layer", Wav2Vec2Model, Wav2Vec2Config, "layer",
+                              normalize=True)
 
 
 @pytest.fixture(scope="module")
