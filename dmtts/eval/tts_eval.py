@@ -16,10 +16,11 @@ speaker), when the cuts' audio is readable.
 
 Outputs: ``scores_<name>.csv`` (columns stoi/pesq/visqol empty: there is no aligned reference),
 ``scores_ground_truth.csv``, ``transcripts_<name>.tsv``, ``summary.{csv,md}``, ``models.json``,
-``trained_models.json`` (the steps the AR, NAR and codec behind the syntheses trained, when their
-config.json says; :mod:`dmtts.eval.trained_models`) and ``score_cache/`` (per-file scores, :mod:`dmtts.eval.cache`: a rerun scores only what is
-missing). Under ``torchrun`` the pairs are read lazily in units of ``unit_size``; unit ``j`` is
-scored by rank ``j % world_size``, and rank 0 merges the cached scores in the original order.
+``trained_models.json`` (the steps the AR, NAR and codec behind the syntheses trained, when
+their config.json says; :mod:`dmtts.eval.trained_models`) and ``score_cache/`` (per-file scores,
+:mod:`dmtts.eval.cache`: a rerun scores only what is missing). Under ``torchrun`` the pairs are
+read lazily in units of ``unit_size``; unit ``j`` is scored by rank ``j % world_size``, and rank 0
+merges the cached scores in the original order.
 """
 
 from __future__ import annotations
