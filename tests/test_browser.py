@@ -114,11 +114,13 @@ def test_serve_page_synthesizes_end_to_end(browser, tmp_path):
         _wait(lambda: "Error" in css("#status").text, 30, "the error message", proc)
         assert "the text to synthesize is empty" in css("#status").text
         assert "Traceback" not in browser.page_source
-        # a full synthesis: an audio element appears and holds non-silent audio
+        # a full synthesis, streamed (the default): the live player gets audio while it is being
+        # made, then the whole result appears and holds non-silent audio
         css("#text textarea").send_keys("The old map was hidden in the wooden chest. It was found at dawn.")
         css("#synthesize").click()
         _wait(lambda: "s of audio" in css("#status").text, 120, "the synthesis", proc)
-        assert "2 sentences" in css("#status").text
+        assert "2 sentences" in css("#status").text and "streamed: first audio after" in css("#status").text
+        assert browser.find_elements(By.CSS_SELECTOR, "#live")  # the streaming player the chunks went to
         assert browser.find_elements(By.CSS_SELECTOR, "#result audio")
         link = _wait(lambda: [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#result a[href]")
                               if ".wav" in a.get_attribute("href")], 30, "the download link")[0]

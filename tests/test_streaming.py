@@ -229,3 +229,24 @@ def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
     snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((streamed - whole).astype(np.float64) ** 2))
     assert snr > 80, snr
     assert max(boundary_jumps(streamed, list(np.cumsum([len(p) for p in pieces])[:-1]))) <= 1.0
+
+
+def test_serve_streams_chunks_then_the_whole_wav(models, tmp_path):
+    """The web app's streaming (the page: tests/test_browser.py): chunks as they come, each sent to
+    the browser as WAV bytes, then the whole audio as a wav holding exactly those chunks."""
+    from dmtts.serve.app import SynthesisService, wav_bytes
+
+    service = SynthesisService(models["ar"], models["nar"], models["codec"], asr="none", out_dir=tmp_path)
+    prompt = sf.read(models["prompt"], dtype="float32")[0][:48000]
+    with pytest.raises(DmttsError, match="the text to synthesize is empty"):
+        next(service.stream(prompt, PROMPT_TEXT, "  "))
+    events = list(service.stream(prompt, PROMPT_TEXT, "Hello there, my friend. The fox jumps over it.", seed=3))
+    chunks = [e[1] for e in events if e[0] == "chunk"]
+    kind, path, note = events[-1]
+    assert kind == "done" and len(chunks) >= 4 and all(e[0] == "chunk" for e in events[:-1])
+    assert ", 2 sentences, streamed: first audio after" in note
+    whole = sf.read(path, dtype="int16")[0]
+    sf.write(tmp_path / "joined.wav", np.clip(np.concatenate(chunks), -1, 1), 16000, subtype="PCM_16")
+    np.testing.assert_array_equal(whole, sf.read(tmp_path / "joined.wav", dtype="int16")[0])
+    sent, sr = sf.read(io.BytesIO(wav_bytes(chunks[0], 16000)), dtype="float32")
+    assert sr == 16000 and np.abs(sent - chunks[0]).max() <= 1 / 32768 + 1e-7

@@ -3,7 +3,8 @@
 The page: record or upload a prompt; it is cut to 3 s (the start is a slider, and the cut is
 shown and playable); the cut is transcribed by the bundled ASR into an editable transcript;
 type the text (any length: long text is split into sentences), set the sampling options and
-synthesize; the result plays in the page and can be downloaded. Every handler turns an error
+synthesize; with *Stream* (the default) the audio plays as it is made (``dmtts.tts.streaming``,
+Gradio's streaming audio output), and the whole result is then shown and can be downloaded. Every handler turns an error
 into a message shown in the page (``DmttsError`` as it is, anything else as one line and a
 traceback in the server log only).
 
@@ -129,6 +130,61 @@ class SynthesisService:
         return out, note + "."
 
 
+    def stream(self, prompt: np.ndarray, prompt_text: str, text: str, top_k: int = 50, top_p: float = 1.0,
+               temperature: float = 1.0, seed: int = 42, ras: bool = False):
+        """Streaming synthesis (``dmtts.tts.streaming``): yields ``("chunk", float32 audio)`` for
+        every chunk as soon as it is ready, then ``("done", wav path, summary line)``; the whole
+        audio is also written to the wav, for download."""
+        import time
+
+        import torch
+
+        from dmtts.text.tts_input_norm import check_not_empty
+        from dmtts.tts.streaming import StreamSettings, stream_text
+        from dmtts.tts.synthesize import _StreamedWav
+
+        check_not_empty(text, "the text to synthesize")
+        check_not_empty(prompt_text, "the prompt transcript")
+        if not 0 < float(top_p) <= 1:
+            raise DmttsError(f"top-p must be in (0, 1], got {top_p}")
+        with self._lock:
+            s = self.synth
+            s.top_k, s.top_p, s.temperature = int(top_k), float(top_p), float(temperature)
+            s.ras_window = 10 if ras else 0
+            self._count += 1
+            out = self.out_dir / f"dmtts_{self._count:04d}.wav"
+            writer, records, ok = _StreamedWav(out, self.sample_rate), [], False
+            started, first = time.perf_counter(), None
+            try:
+                for chunk in stream_text(s, text, prompt, prompt_text, StreamSettings(),
+                                         torch.Generator().manual_seed(int(seed)), records=records):
+                    writer.write(chunk)
+                    if first is None:
+                        first = time.perf_counter() - started
+                    yield "chunk", chunk
+                ok = True
+            finally:
+                writer.close(ok)
+        failed = sum(r.check["failure"] is not None for _, r in records)
+        n = len(records)
+        note = (f"{writer.frames / self.sample_rate:.2f} s of audio, {n} sentence{'s' * (n != 1)}, streamed: first "
+                f"audio after {first:.2f} s")
+        if failed:
+            note += f"; {failed} sentence(s) failed a check (a streamed sentence is not retried)"
+        yield "done", out, note + "."
+
+
+def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
+    """A chunk of float32 audio as the bytes of a 16-bit WAV file (what Gradio streams)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
 def _error_text(e: Exception) -> str:
     if isinstance(e, DmttsError):
         return f"**Error:** {e}"
@@ -157,13 +213,24 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
             return (service.sample_rate, piece), info, "", _error_text(e) + " Type the transcript yourself.", span
         return (service.sample_rate, piece), info, transcript, "", span
 
-    def on_synthesize(audio, start, prompt_text, text, top_k, top_p, temperature, seed, ras, max_retries):
+    def on_synthesize(audio, start, prompt_text, text, top_k, top_p, temperature, seed, ras, max_retries, stream):
+        """A generator: streamed chunks go to the live player as they come, then the whole wav to
+        the result player (download) and the summary to the status line."""
         try:
             piece, _ = service.cut_prompt(audio, start)
-            path, note = service.synthesize(piece, prompt_text, text, top_k, top_p, temperature, seed, ras, max_retries)
+            if not stream:
+                path, note = service.synthesize(piece, prompt_text, text, top_k, top_p, temperature, seed, ras,
+                                                max_retries)
+                yield gr.skip(), str(path), note
+                return
+            yield None, None, "Synthesizing: the audio plays as it is made..."
+            for event in service.stream(piece, prompt_text, text, top_k, top_p, temperature, seed, ras):
+                if event[0] == "chunk":
+                    yield wav_bytes(event[1], service.sample_rate), gr.skip(), gr.skip()
+                else:
+                    yield gr.skip(), str(event[1]), event[2]
         except Exception as e:  # noqa: BLE001
-            return None, _error_text(e)
-        return str(path), note
+            yield gr.skip(), None, _error_text(e)
 
     with gr.Blocks(title="dmtts: zero-shot TTS") as app:
         gr.Markdown("# dmtts: zero-shot speech synthesis\n"
@@ -189,15 +256,18 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
                     temperature = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="temperature (0 = greedy)")
                     seed = gr.Number(value=42, precision=0, label="seed")
                     ras = gr.Checkbox(value=False, label="repetition-aware sampling (VALL-E 2)")
-                    retries = gr.Slider(0, 5, value=2, step=1, label="retries of a failed generation")
+                    retries = gr.Slider(0, 5, value=2, step=1, label="retries of a failed generation (not when streaming)")
+                stream = gr.Checkbox(value=True, label="Stream: play the audio while it is being made", elem_id="stream")
                 button = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
+                live = gr.Audio(label="Playing as it is made", streaming=True, autoplay=True, interactive=False,
+                                elem_id="live")
                 result = gr.Audio(label="Result", type="filepath", interactive=False, buttons=["download"],
                                   elem_id="result")
                 status = gr.Markdown(elem_id="status")
         prompt.change(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
         start.release(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
-        button.click(on_synthesize, [prompt, start, prompt_text, text, top_k, top_p, temperature, seed, ras, retries],
-                     [result, status])
+        button.click(on_synthesize, [prompt, start, prompt_text, text, top_k, top_p, temperature, seed, ras, retries,
+                                     stream], [live, result, status])
         if default_prompt:
             app.load(on_prompt, [prompt, start], [cut, cut_info, prompt_text, status, start])
     return app
