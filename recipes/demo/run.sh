@@ -231,14 +231,15 @@ fi
 if run_stage 10 && ! stage_done evaluate; then
   log "Stage 10: evaluate codec reconstruction and TTS; write the report"
   dmtts eval codec --model "${codec_dir}" --cuts data/cuts/demo_codec_eval.jsonl.gz \
-    --output-dir exp/codec/eval --n-q 1 3 6 8
+    --output-dir exp/codec/eval --n-q 1 3 6 8 --baselines codec2:3200 codec2:1300 opus:6 opus:9
   dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --output-dir exp/tts/eval
-  dmtts eval significance --scores exp/codec/eval/scores_dmcodec_nq{1,3,6,8}.csv \
+  dmtts eval significance --scores exp/codec/eval/scores_{dmcodec_nq{1,3,6,8},codec2_{3200,1300},opus_{6,9}kbps}.csv \
     --metric wer stoi --output-dir exp/codec/eval/significance
   codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
   if ${with_pretrained}; then
     dmtts eval codec --model "${pretrained}/codec" --cuts data/cuts/demo_codec_eval.jsonl.gz \
-      --output-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec
+      --output-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec \
+      --baselines codec2:3200 codec2:1300 opus:6 opus:9
     dmtts eval tts --synth-dir exp/pretrained/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz \
       --output-dir exp/pretrained/tts_eval --name pretrained_dmcodec_tts
     codec_evals+=" exp/pretrained/codec_eval"; tts_evals+=" exp/pretrained/tts_eval"
@@ -275,7 +276,8 @@ if [ "${scale}" = quality ] && run_stage 15 && ! stage_done unseen; then
   dmtts eval tts --synth-dir exp/unseen/synth --pairs data/unseen/pairs.jsonl.gz --output-dir exp/unseen/tts_eval \
     --name unseen_tts
   dmtts eval codec --model "${codec_dir}" --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz \
-    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer sim
+    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer sim \
+    --baselines codec2:3200 codec2:1300 opus:6 opus:9
   dmtts eval report --codec-eval exp/unseen/codec_eval --tts-eval exp/unseen/tts_eval --out exp/unseen/report.md
   mark_done unseen
 fi
