@@ -162,6 +162,7 @@ def test_demo_corpus_round_trip(tmp_path, capsys):
     assert len(trans) == 4 and trans[0].startswith("1001-1-0000 ")
     speakers_txt = (corpus / "SPEAKERS.txt").read_text()
     assert "1001 | flite:slt" in speakers_txt and "1003 | festival:cmu_us_slt_arctic_hts" in speakers_txt
+    assert (corpus / "SPEAKER_GROUPS.txt").read_text() == "1001 flite\n1002 flite\n1003 festival-hts\n"
     # Deterministic per seed: same texts when regenerated elsewhere.
     make_demo_corpus(tmp_path / "again", 3, 4, seed=5)
     assert (tmp_path / "again/1001/1/1001-1.trans.txt").read_text() == "\n".join(trans) + "\n"

@@ -11,7 +11,8 @@ metrics meet the same kinds of text as in real corpora. The output uses the Libr
     DIR/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac
     DIR/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt      ("UTT_ID text" per line)
 
-at 16 kHz, plus ``DIR/SPEAKERS.txt`` naming the voice behind every speaker id.
+at 16 kHz, plus ``DIR/SPEAKERS.txt`` naming the voice behind every speaker id and
+``DIR/SPEAKER_GROUPS.txt`` (``speaker family`` per line) for per-family evaluation tables.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class DemoVoice:
     rate: int = 165  # espeak-ng -s (words per minute)
     f0: int = 0  # flite: int_f0_target_mean in Hz (0: the voice's own)
     stretch: float = 1.0  # flite duration_stretch / festival Duration_Stretch (>1: slower)
+
+    @property
+    def family(self) -> str:
+        """The synthesizer family, for per-family tables: flite, festival-diphone, festival-hts, espeak-ng."""
+        if self.engine == "festival":
+            return "festival-hts" if "hts" in self.voice else "festival-diphone"
+        return self.engine
 
     @property
     def label(self) -> str:
@@ -186,14 +194,16 @@ def make_unseen_corpus(output_dir: str | Path, num_jobs: int = 2) -> Path:
     from dmtts.data.demo_sentences import UNSEEN_SENTENCES
 
     voices = list(UNSEEN_VOICES)
-    _write_speakers(Path(output_dir), voices, [list(UNSEEN_SENTENCES)] * len(voices), num_jobs, first_id=2001)
+    _write_speakers(Path(output_dir), voices, [list(UNSEEN_SENTENCES)] * len(voices), num_jobs, first_id=2001,
+                    group_suffix="-heldout")
     return Path(output_dir)
 
 
 def _write_speakers(output_dir: Path, voices: list[DemoVoice], texts: list[list[str]], num_jobs: int,
-                    first_id: int = 1001) -> None:
+                    first_id: int = 1001, group_suffix: str = "") -> None:
     """Speaker ``first_id + i`` = ``voices[i]`` reading ``texts[i]``. Finished speakers are kept
-    (resumable); a speaker is written under a temporary name and renamed when complete."""
+    (resumable); a speaker is written under a temporary name and renamed when complete.
+    ``SPEAKER_GROUPS.txt`` names each speaker's family plus ``group_suffix``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -222,3 +232,6 @@ def _write_speakers(output_dir: Path, voices: list[DemoVoice], texts: list[list[
             shutil.rmtree(final_dir, ignore_errors=True)
             tmp_dir.rename(final_dir)
     atomic_write_text(output_dir / "SPEAKERS.txt", "; SPEAKER | VOICE\n" + "\n".join(speaker_lines) + "\n")
+    # speaker -> voice family, the --speaker-groups file of `dmtts eval codec`
+    atomic_write_text(output_dir / "SPEAKER_GROUPS.txt",
+                      "".join(f"{first_id + i} {v.family}{group_suffix}\n" for i, v in enumerate(voices)))

