@@ -95,22 +95,16 @@ def main(argv=None) -> int:
         codes1 = ours.encode(x1)
     frames = codes1.shape[-1]
 
-    def ours_enc():
-        with torch.inference_mode():
-            ours.encode(x1)
-        sync(device)
+    def timed(call):
+        """``call()`` as the toolkit's inference runs it, waiting for the device to finish."""
+        def run():
+            with torch.inference_mode():
+                call()
+            sync(device)
+        return run
 
-    def ours_dec():
-        with torch.inference_mode():
-            ours.decode(codes1)
-        sync(device)
-
-    def ours_batch():
-        with torch.inference_mode():
-            ours.encode(xb)
-        sync(device)
-
-    fns = {("ours", "enc"): ours_enc, ("ours", "dec"): ours_dec, ("ours", "batch"): ours_batch}
+    fns = {("ours", "enc"): timed(lambda: ours.encode(x1)), ("ours", "dec"): timed(lambda: ours.decode(codes1)),
+           ("ours", "batch"): timed(lambda: ours.encode(xb))}
     theirs = None
     if not args.no_reference:
         cls = load_speechtokenizer_class()
@@ -123,22 +117,9 @@ def main(argv=None) -> int:
                 st_codes = theirs.encode(x1)  # [n_q, B, T]
             assert st_codes.shape[-1] == frames, (st_codes.shape, frames)
 
-            def st_enc():
-                with torch.inference_mode():
-                    theirs.encode(x1)
-                sync(device)
-
-            def st_dec():
-                with torch.inference_mode():
-                    theirs.decode(st_codes)
-                sync(device)
-
-            def st_batch():
-                with torch.inference_mode():
-                    theirs.encode(xb)
-                sync(device)
-
-            fns.update({("theirs", "enc"): st_enc, ("theirs", "dec"): st_dec, ("theirs", "batch"): st_batch})
+            fns.update({("theirs", "enc"): timed(lambda: theirs.encode(x1)),
+                        ("theirs", "dec"): timed(lambda: theirs.decode(st_codes)),
+                        ("theirs", "batch"): timed(lambda: theirs.encode(xb))})
 
     # Interleave the runs (ours, theirs, ours, ...) and keep each one's fastest: on a shared
     # machine other load then hits both implementations alike.
