@@ -25,7 +25,8 @@ everything is measured in one process) and reports:
   it includes reading the codes tars, which is inseparable from its iteration), and its ratio to
   what one GPU consumes at the TTS step rate ``docs/scaling.md`` assumes (280 s of audio per
   0.025 s step ~ 800 cuts/s at 14 s per cut);
-* ``peak_rss_mb`` of the process and ``open_fds`` (the most seen while loading 40 batches).
+* ``peak_rss_mb`` of the process and ``open_fds`` (the most seen while loading the first
+  ``LOADED_BATCHES`` batches).
 
 Times are CPU seconds of the measuring process (wall seconds beside them): on a shared, loaded
 machine a low-priority process may get a few per cent of a core, which wall times would measure
@@ -62,6 +63,7 @@ WORDS = ["the", "of", "and", "to", "a", "in", "that", "he", "was", "it", "his", 
 CODES_SHAPE = (10, 8)
 H5_UNIT = 2000
 ARRAYS_PER_UNIT = 50
+LOADED_BATCHES = 5  # a rank of 256 samples 256 batches for each of its own: kept small
 SHARD_SIZE = 250  # >= 4 shards per rank at 10^6 cuts on 256 ranks; >= 1 at 10^5
 GPU_CUTS_PER_S = 280 / 0.025 / 14  # docs/scaling.md: 280 s batches at 0.025 s per AR step, 14 s cuts
 
@@ -269,7 +271,7 @@ def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -
     first = next(batches)
     first_batch_s, first_batch_cpu_s = time.time() - t0, time.process_time() - c0
     fds = open_descriptors()
-    for _ in range(39):
+    for _ in range(LOADED_BATCHES - 1):
         if next(batches, None) is None:
             break
         fds = max(fds, open_descriptors())
