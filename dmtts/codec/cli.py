@@ -10,15 +10,14 @@ from dmtts.utils import STORAGE_DTYPES
 
 
 def register(subparsers) -> None:
+    from dmtts.train.cli_args import add_training_arguments
+
     p = subparsers.add_parser("codec", help="train, run and export DM-Codec",
                               description="DM-Codec: training, encoding/decoding, export and model info.")
     sub = p.add_subparsers(dest="codec_command", metavar="SUBCOMMAND")
 
     t = sub.add_parser("train", help="train a codec (GAN + distillation); torchrun for DDP")
-    t.add_argument("--config", required=True, help="YAML: 'preset: paper|official|tiny' plus overrides")
-    t.add_argument("--exp-dir", required=True, help="experiment directory (checkpoints, tensorboard, config)")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-dir")
-    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_training_arguments(t, "YAML: 'preset: paper|official|tiny' plus overrides")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("encode", help="audio file -> codes (.npy, int16 [n_q, T])")

@@ -34,11 +34,14 @@ from dmtts.errors import DmttsError
 from dmtts.utils import atomic_path, require_file
 
 
-def load_cuts(path) -> CutSet:
-    """Load a cut manifest with an error naming the file when it is missing or not a CutSet."""
-    path = require_file(path, "cut manifest", "pass a *.jsonl.gz CutSet written by 'dmtts prepare'")
+def load_cuts(path, what: str = "cut manifest", lazy: bool = False) -> CutSet:
+    """Load a cut manifest (``lazy``: read as iterated) with an error naming the file (and
+    ``what`` it is for) when it is missing or not a CutSet."""
+    from lhotse import load_manifest_lazy
+
+    path = require_file(path, what, "pass a *.jsonl.gz CutSet written by 'dmtts prepare'")
     try:
-        manifest = load_manifest(path)
+        manifest = load_manifest_lazy(path) if lazy else load_manifest(path)
     except Exception as e:
         raise DmttsError(f"cannot read cut manifest '{path}': {e}") from None
     if not isinstance(manifest, CutSet):

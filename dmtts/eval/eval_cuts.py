@@ -10,7 +10,6 @@ from typing import Iterator
 import numpy as np
 
 from dmtts.errors import DmttsError
-from dmtts.utils import require_file
 
 SAMPLE_RATE = 16000
 UNIT_SIZE = 64  # cuts per scoring unit of `eval codec`: the shard granule, one cache file, the sorting window
@@ -26,15 +25,10 @@ class Utterance:
 def iter_cuts(cuts_path: str | Path, limit: int | None = None, flag: str = "--cuts") -> Iterator[tuple[int, object]]:
     """``(position, cut)`` of a lhotse CutSet manifest, read lazily (never all in memory); a
     repeated cut id is a clear error."""
-    from lhotse import CutSet, load_manifest_lazy
+    from dmtts.data.subsets import load_cuts
 
-    path = require_file(cuts_path, f"{flag} manifest", "pass a lhotse CutSet (*.jsonl.gz)")
-    try:
-        cuts = load_manifest_lazy(path)
-    except Exception as e:
-        raise DmttsError(f"cannot read cut manifest '{path}': {e}") from None
-    if not isinstance(cuts, CutSet):
-        raise DmttsError(f"'{path}' is a {type(cuts).__name__}, not a CutSet: pass a *_cuts_*.jsonl.gz file")
+    cuts = load_cuts(cuts_path, f"{flag} manifest", lazy=True)
+    path = Path(cuts_path)
     seen: set[str] = set()
     n = 0
     for pos, cut in enumerate(cuts):

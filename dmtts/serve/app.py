@@ -106,17 +106,12 @@ class SynthesisService:
         """Synthesize ``text`` (any length) in the prompt's voice; returns the wav and a summary line."""
         import torch
 
-        from dmtts.text.tts_input_norm import check_not_empty
         from dmtts.tts.synthesize import synthesize_texts
 
-        check_not_empty(text, "the text to synthesize")
-        check_not_empty(prompt_text, "the prompt transcript")
-        if not 0 < float(top_p) <= 1:
-            raise DmttsError(f"top-p must be in (0, 1], got {top_p}")
+        _check_request(text, prompt_text, top_p)
         with self._lock:
-            s = self.synth
-            s.top_k, s.top_p, s.temperature = int(top_k), float(top_p), float(temperature)
-            s.ras_window, s.max_retries = (10 if ras else 0), int(max_retries)
+            s = self._set_sampling(top_k, top_p, temperature, ras)
+            s.max_retries = int(max_retries)
             self._count += 1
             out = self.out_dir / f"dmtts_{self._count:04d}.wav"
             gen = torch.Generator().manual_seed(int(seed))
@@ -129,6 +124,12 @@ class SynthesisService:
             note += f"; {rec['failures']} sentence(s) failed every check (kept the closest attempt)"
         return out, note + "."
 
+    def _set_sampling(self, top_k, top_p, temperature, ras: bool):
+        """The shared synthesizer with this request's sampling settings (call under the lock)."""
+        s = self.synth
+        s.top_k, s.top_p, s.temperature = int(top_k), float(top_p), float(temperature)
+        s.ras_window = 10 if ras else 0
+        return s
 
     def stream(self, prompt: np.ndarray, prompt_text: str, text: str, top_k: int = 50, top_p: float = 1.0,
                temperature: float = 1.0, seed: int = 42, ras: bool = False):
@@ -139,18 +140,12 @@ class SynthesisService:
 
         import torch
 
-        from dmtts.text.tts_input_norm import check_not_empty
         from dmtts.tts.streaming import StreamSettings, stream_text
         from dmtts.tts.synthesize import _StreamedWav
 
-        check_not_empty(text, "the text to synthesize")
-        check_not_empty(prompt_text, "the prompt transcript")
-        if not 0 < float(top_p) <= 1:
-            raise DmttsError(f"top-p must be in (0, 1], got {top_p}")
+        _check_request(text, prompt_text, top_p)
         with self._lock:
-            s = self.synth
-            s.top_k, s.top_p, s.temperature = int(top_k), float(top_p), float(temperature)
-            s.ras_window = 10 if ras else 0
+            s = self._set_sampling(top_k, top_p, temperature, ras)
             self._count += 1
             out = self.out_dir / f"dmtts_{self._count:04d}.wav"
             writer, records, ok = _StreamedWav(out, self.sample_rate), [], False
@@ -320,3 +315,13 @@ def serve(args) -> None:
                            footer_links=[])
     except OSError as e:  # the port is taken, or the address is not this machine's
         raise DmttsError(f"cannot serve on {args.host}:{args.port} ({e}): pass another --port, or --host 127.0.0.1") from None
+
+
+def _check_request(text: str, prompt_text: str, top_p: float) -> None:
+    """One-line errors for an empty text or prompt transcript, or a top-p outside (0, 1]."""
+    from dmtts.text.tts_input_norm import check_not_empty
+
+    check_not_empty(text, "the text to synthesize")
+    check_not_empty(prompt_text, "the prompt transcript")
+    if not 0 < float(top_p) <= 1:
+        raise DmttsError(f"top-p must be in (0, 1], got {top_p}")

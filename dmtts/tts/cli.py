@@ -8,6 +8,8 @@ from dmtts.utils import STORAGE_DTYPES
 
 
 def register(subparsers) -> None:
+    from dmtts.train.cli_args import add_training_arguments
+
     p = subparsers.add_parser(
         "tokenize",
         help="encode cuts into codec codes (cut.codes, int16 (T, 8))",
@@ -37,10 +39,7 @@ def register(subparsers) -> None:
         "torchrun --nproc-per-node N -m dmtts.cli tts train ...",
     )
     tr.add_argument("--model", required=True, choices=["ar", "nar"])
-    tr.add_argument("--config", required=True, help="YAML training config (see recipes/*/conf/ar.yaml)")
-    tr.add_argument("--exp-dir", required=True, help="experiment directory (checkpoints, logs, export/)")
-    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --exp-dir")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_arguments(tr, "YAML training config (see recipes/*/conf/ar*.yaml)")
     tr.set_defaults(func=_train)
     ex = tsub.add_parser("export", help="export a checkpoint as a model directory for dmtts synthesize")
     ex.add_argument("--exp-dir", required=True)
