@@ -8,8 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dmtts-installed
 # espeak-ng: phonemizer; flite + festival voices: the demo corpus's speakers;
 # chromium + chromium-driver: the headless-browser tests of `dmtts serve` and report.html
-APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium chromium-driver codec2 opus-tools
-APT_COMMANDS := espeak-ng flite text2wave chromium chromedriver
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium chromium-driver codec2 opus-tools ffmpeg
+APT_COMMANDS := espeak-ng flite text2wave chromium chromedriver c2enc opusenc ffmpeg
 FESTIVAL_VOICES := english/kal_diphone english/ked_diphone us/cmu_us_slt_arctic_hts
 PYTEST_ARGS ?=
 

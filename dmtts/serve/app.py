@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import traceback
@@ -252,7 +253,11 @@ def build_app(service: SynthesisService, default_prompt: str | Path | None = Non
                     seed = gr.Number(value=42, precision=0, label="seed")
                     ras = gr.Checkbox(value=False, label="repetition-aware sampling (VALL-E 2)")
                     retries = gr.Slider(0, 5, value=2, step=1, label="retries of a failed generation (not when streaming)")
-                stream = gr.Checkbox(value=True, label="Stream: play the audio while it is being made", elem_id="stream")
+                # Gradio encodes streamed audio with ffmpeg (AAC): without it, synthesis is not streamed
+                can_stream = shutil.which("ffmpeg") is not None
+                stream = gr.Checkbox(value=can_stream, interactive=can_stream, elem_id="stream",
+                                     label="Stream: play the audio while it is being made" + (
+                                         "" if can_stream else " (needs ffmpeg on PATH: apt-get install -y ffmpeg)"))
                 button = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
                 live = gr.Audio(label="Playing as it is made", streaming=True, autoplay=True, interactive=False,
                                 elem_id="live")
