@@ -111,29 +111,12 @@ class ARModel(nn.Module):
         return self.head(h[:, L:])
 
     @torch.inference_mode()
-    def generate(
-        self,
-        text: torch.Tensor,
-        text_lens: torch.Tensor,
-        prompt: torch.Tensor,
-        prompt_lens: torch.Tensor,
-        max_new_tokens: torch.Tensor | int,
-        min_new_tokens: torch.Tensor | int = 0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        temperature: float = 1.0,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-        ras_window: int = 0,
-        ras_threshold: float = 0.1,
-    ) -> list[torch.Tensor]:
+    def generate(self, text: torch.Tensor, *args, **kwargs) -> list[torch.Tensor]:
         """Sample level-1 codes after the prompt. Returns one ``[T_b]`` tensor per sample.
         The arguments are those of :meth:`generate_steps`, which this drains."""
         tokens, done_before = [], None
         lengths = None
-        for t, token, done in self.generate_steps(
-                text, text_lens, prompt, prompt_lens, max_new_tokens, min_new_tokens, top_k, top_p, temperature,
-                use_cache, generator, ras_window, ras_threshold):
+        for t, token, done in self.generate_steps(text, *args, **kwargs):
             if lengths is None:
                 lengths = torch.full_like(token, -1)
                 done_before = torch.zeros_like(done)
