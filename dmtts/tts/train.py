@@ -23,7 +23,7 @@ import torch
 
 from dmtts.config import load_config, save_config
 from dmtts.errors import DmttsError
-from dmtts.tts.config import TTSTrainConfig, resolve_model_config
+from dmtts.tts.config import TTSTrainConfig, resolve_model_config, validate as validate_config
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +211,10 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         raise DmttsError(f"--model must be 'ar' or 'nar', got '{kind}'")
     cfg = load_config(config_path, TTSTrainConfig)
     tcfg, dcfg, ocfg = cfg.training, cfg.data, cfg.optim
-    if tcfg.dtype not in ("float32", "bfloat16"):
-        raise DmttsError(f"{config_path}: training.dtype must be 'float32' or 'bfloat16', got '{tcfg.dtype}'")
-    if tcfg.accum_grad < 1:
-        raise DmttsError(f"{config_path}: training.accum_grad must be >= 1")
+    try:
+        validate_config(cfg)
+    except DmttsError as e:
+        raise DmttsError(f"{config_path}: {e}") from None
     exp_dir = Path(exp_dir)
     ckpt = latest_checkpoint(exp_dir) if resume else None
     if not resume and latest_checkpoint(exp_dir) is not None:
