@@ -248,7 +248,7 @@ def _sampled(form: str, cuts, dcfg, world_size: int, rank: int, seconds: float) 
     return n_cuts, time.time() - t_start, time.process_time() - c_start
 
 
-def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -> dict:
+def measure(form: str, root: Path, world_size: int, rank: int, seconds: float, buffer_size: int = 20000) -> dict:
     """One form, one rank: first batch, sampler throughput, peak RSS, open descriptors."""
     t0 = time.time()
     from dmtts.data.open_files import open_descriptors
@@ -261,7 +261,7 @@ def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -
     path = root / ("shar" if form == "shar" else "cuts.jsonl.gz")
     dcfg = TTSDataConfig(train_cuts=str(path), symbol_table=str(root / "symbols.txt"), max_duration=280.0,
                          num_buckets=30, num_workers=0, min_duration=0.5, max_cut_duration=30.0,
-                         drop_last=False)
+                         drop_last=False, buffer_size=buffer_size)
     t0, c0 = time.time(), time.process_time()
     cuts = load_cuts(str(path), dcfg, "training")
     sampler = make_sampler(cuts, dcfg, 0, world_size, rank)
@@ -277,7 +277,7 @@ def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -
         fds = max(fds, open_descriptors())
     del batches
     n_cuts, elapsed, cpu = _sampled(form, cuts, dcfg, world_size, rank, seconds)
-    return {"form": form, "world_size": world_size, "rank": rank, "import_s": round(t_import, 2),
+    return {"form": form, "world_size": world_size, "rank": rank, "buffer_size": buffer_size, "import_s": round(t_import, 2),
             "first_batch_s": round(first_batch_s, 2), "first_batch_cpu_s": round(first_batch_cpu_s, 2),
             "first_batch_cuts": len(first["cut_ids"]), "cuts_per_s": round(n_cuts / elapsed, 1),
             "cuts_per_cpu_s": round(n_cuts / cpu, 1), "sampled_cuts": n_cuts, "sampled_s": round(elapsed, 1),
@@ -285,9 +285,9 @@ def measure(form: str, root: Path, world_size: int, rank: int, seconds: float) -
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "open_fds": fds}
 
 
-def _run_one(form: str, root: Path, world_size: int, seconds: float) -> dict:
+def _run_one(form: str, root: Path, world_size: int, seconds: float, buffer_size: int) -> dict:
     cmd = [sys.executable, __file__, "--measure", form, "--root", str(root), "--world-size", str(world_size),
-           "--seconds", str(seconds)]
+           "--seconds", str(seconds), "--buffer-size", str(buffer_size)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -297,6 +297,11 @@ def main() -> None:
     ap.add_argument("--num-cuts", type=int, nargs="+", default=[100000], help="corpus sizes (default 100000)")
     ap.add_argument("--world-sizes", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--seconds", type=float, default=5.0, help="sampler throughput window (CPU seconds)")
+    ap.add_argument("--buffer-size", type=int, default=20000,
+                    help="the sampler's buffer (data.buffer_size): its first batch waits until this many cuts of "
+                         "the rank's own are read, so time to the first batch grows with the corpus until every rank "
+                         "has this many cuts, then stays flat")
+    ap.add_argument("--forms", nargs="+", choices=["jsonl", "shar"], default=["jsonl", "shar"])
     ap.add_argument("--work-dir", default="/tmp/dmtts_data_scale", help="generated corpora (reused)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     ap.add_argument("--generate-only", action="store_true", help="only generate the corpora (a run of its own)")
@@ -307,7 +312,8 @@ def main() -> None:
     ap.add_argument("--world-size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, Path(args.root), args.world_size, args.world_size - 1, args.seconds)))
+        print(json.dumps(measure(args.measure, Path(args.root), args.world_size, args.world_size - 1, args.seconds,
+                                 args.buffer_size)))
         return
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
@@ -322,8 +328,9 @@ def main() -> None:
         if args.generate_only:
             continue
         for ws in args.world_sizes:
-            for form in ("jsonl", "shar"):
-                r = {"num_cuts": n, **_run_one(form, root, ws, args.seconds), "load": round(os.getloadavg()[0], 1)}
+            for form in args.forms:
+                r = {"num_cuts": n, **_run_one(form, root, ws, args.seconds, args.buffer_size),
+                     "load": round(os.getloadavg()[0], 1)}
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     print(f"load average at end: {os.getloadavg()}")
