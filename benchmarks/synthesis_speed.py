@@ -86,7 +86,7 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     from dmtts.codec.model import load_codec
-    from dmtts.tts.streaming import StreamRecord, StreamSettings, stream_sentence
+    from dmtts.tts.streaming import StreamRecord, StreamSettings, playback_stalls, stream_sentence
     from dmtts.tts.synthesize import SynthesisItem, Synthesizer
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.option, torch.float32)
@@ -136,6 +136,8 @@ def worker(args) -> None:
         wall = time.perf_counter() - t0
         return {"words": n_words, "batch": "1 stream", "audio_s": n / synth.sample_rate, "wall_s": wall,
                 "first_audio_s": record.first_chunk_seconds, "chunks": len(record.chunks),
+                "first_split": record.first_chunk_split, "first_ar_frames": record.chunks[0]["ar_frames"],
+                "stalls_s": playback_stalls(record.chunks, synth.frame_rate),
                 **{f"{k}_s": v for k, v in record.seconds.items()}}
 
     whole(5, 1)  # warm-up: first-call allocations, phonemizer start-up, the prompt's codes
@@ -160,14 +162,62 @@ QUALITY_SENTENCES = [
 ]
 
 
+def quality_jobs(args, models, sample_rate: int) -> list[tuple[str, "np.ndarray", str, str]]:
+    """(target text, prompt audio, prompt transcript, name) per sentence: ``--pairs`` (the demo's
+    held-out evaluation pairs, each with its own speaker's prompt crop, transcribed by the WER
+    model when the pair has no transcript) or the shipped prompt with ``QUALITY_SENTENCES``."""
+    import soundfile as sf
+
+    if args.pairs:
+        from lhotse import CutSet
+
+        from dmtts.data.subsets import load_prompt_audio
+        from dmtts.tts.synthesize import prepare_prompt, transcribe_prompt
+
+        jobs = []
+        for c in list(CutSet.from_file(args.pairs))[: args.n_sentences]:
+            prompt = prepare_prompt(load_prompt_audio(c, sample_rate), sample_rate, 3.0, f"prompt of pair '{c.id}'")
+            prompt_text = c.custom.get("prompt_text") or transcribe_prompt(models.asr, prompt, f"pair '{c.id}'")
+            jobs.append((c.custom["target_text"], prompt, prompt_text, c.id))
+        return jobs
+    prompt = sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0][:48000]
+    prompt_text = (PRETRAINED / "prompt.txt").read_text().strip()
+    return [(text, prompt, prompt_text, f"s{i}") for i, text in enumerate(QUALITY_SENTENCES[: args.n_sentences])]
+
+
+def teacher_forced(synth, pairs: list) -> dict:
+    """The models' own measure of an option's numeric effect, independent of sampling: the
+    teacher-forced cross-entropy (nats per frame) and top-1 accuracy of the AR (level 1) and of
+    the NAR (levels 2..n_q, the first half of each utterance as its prompt) on the ground-truth
+    codes (this codec) and phonemes of the pairs' target utterances."""
+    import torch
+
+    sums = {"ar_nll": 0.0, "ar_acc": 0.0, "ar_frames": 0, "nar_nll": 0.0, "nar_acc": 0.0, "nar_frames": 0}
+    with torch.inference_mode():
+        for c in pairs:
+            codes = synth._prompt_codes(c.load_audio()[0].astype("float32"))[None]  # [1, T, n_q]
+            text, text_lens = synth.text.collate([synth.text.text_symbols(c.custom["target_text"])])
+            T = torch.tensor([codes.shape[1]])
+            _, st = synth.ar(text, text_lens, codes[..., 0], T)
+            sums["ar_nll"] += float(st["loss"]) * int(st["frames"])
+            sums["ar_acc"] += float(st["acc"]) * int(st["frames"])
+            sums["ar_frames"] += int(st["frames"])
+            for level in range(2, synth.n_q + 1):
+                _, st = synth.nar(text, text_lens, codes, T, T // 2, torch.tensor([level]))
+                sums["nar_nll"] += float(st["loss"]) * int(st["frames"])
+                sums["nar_acc"] += float(st["acc"]) * int(st["frames"])
+                sums["nar_frames"] += int(st["frames"])
+    return {k: sums[f"{m}_{k.split('_')[1]}"] / sums[f"{m}_frames"]
+            for m in ("ar", "nar") for k in (f"{m}_nll", f"{m}_acc")}
+
+
 def quality(args) -> None:
     """Effect of each speed option and of streaming on the output of the shipped demo models:
-    per sentence, one seeded synthesis (``--seed`` + index, no retries) with each option; the
-    codes against fp32 (level 1 / all levels identical), then Whisper tiny.en WER against the
-    text, speaker similarity (resemblyzer) to the prompt and, for streaming, STOI against the
-    fp32 whole-utterance audio (the same level-1 codes)."""
+    per sentence (``quality_jobs``), one seeded synthesis (``--seed`` + index, no retries) with
+    each option; the codes against fp32 (level 1 / all levels identical), then Whisper tiny.en
+    WER against the text, speaker similarity (resemblyzer) to the sentence's prompt and, where
+    the level-1 codes equal fp32's (streaming always), STOI against the fp32 audio."""
     import numpy as np
-    import soundfile as sf
     import torch
 
     from dmtts.eval.metrics import EvalModels, corpus_rates, cosine, stoi_score, word_errors
@@ -175,21 +225,22 @@ def quality(args) -> None:
     from dmtts.tts.synthesize import SynthesisItem, Synthesizer
 
     torch.set_num_threads(args.threads)
-    prompt = sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0][:48000]
-    prompt_text = (PRETRAINED / "prompt.txt").read_text().strip()
     dirs = [PRETRAINED / k for k in ("ar", "nar", "codec")]
-    sentences = QUALITY_SENTENCES[: args.n_sentences]
+    models = EvalModels(asr="faster-whisper", sim="resemblyzer")
+    jobs = None
     outputs = {}  # option -> list of (level1, codes, wav)
+    forced = {}  # option -> teacher_forced(...)
     for option in args.options.split(",") + ["stream"]:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(option, torch.float32)
         synth = Synthesizer(*dirs, dtype=dtype, quantize="int8" if option == "int8" else "none", max_retries=0)
+        jobs = jobs or quality_jobs(args, models, synth.sample_rate)
         codes_seen = []
         synth.nar.generate = (lambda fn: lambda *a, **k: codes_seen.append(fn(*a, **k)[0]) or [codes_seen[-1]])(
             synth.nar.generate)
         rows = []
         t0 = time.perf_counter()
-        for i, text in enumerate(sentences):
-            item = SynthesisItem(text, prompt, prompt_text, f"s{i}")
+        for i, (text, prompt, prompt_text, name) in enumerate(jobs):
+            item = SynthesisItem(text, prompt, prompt_text, name)
             gen = torch.Generator().manual_seed(args.seed + i)
             if option == "stream":
                 record = StreamRecord()
@@ -200,23 +251,33 @@ def quality(args) -> None:
                 wav = synth.synthesize([item], gen)[0]
                 rows.append((codes_seen[-1][:, 0].cpu(), codes_seen[-1].cpu(), wav))
         outputs[option] = rows
-        print(f"{option}: {time.perf_counter() - t0:.1f} s for {len(sentences)} sentences", flush=True)
-    models = EvalModels(asr="faster-whisper", sim="resemblyzer")
-    prompt_emb = models.sim.embed([prompt])[0]
+        print(f"{option}: {time.perf_counter() - t0:.1f} s for {len(jobs)} sentences", flush=True)
+        if args.pairs and option != "stream":
+            from lhotse import CutSet
+
+            forced[option] = teacher_forced(synth, list(CutSet.from_file(args.pairs))[: args.n_sentences])
+    prompt_embs = models.sim.embed([prompt for _, prompt, _, _ in jobs])
+    texts = [text for text, _, _, _ in jobs]
     ref = outputs["fp32"]
+    print(f"\n{'pairs ' + args.pairs if args.pairs else 'the shipped prompt'}, {len(jobs)} sentences, seed {args.seed}")
     print("\n| option | level 1 identical | all codes identical | frames | WER % | SIM | STOI vs fp32 |")
     print("|---|---|---|---|---|---|---|")
     for option, rows in outputs.items():
-        same1 = sum(len(a[0]) == len(b[0]) and torch.equal(a[0], b[0]) for a, b in zip(rows, ref))
+        same1 = [len(a[0]) == len(b[0]) and torch.equal(a[0], b[0]) for a, b in zip(rows, ref)]
         same = sum(a[1].shape == b[1].shape and torch.equal(a[1], b[1]) for a, b in zip(rows, ref))
         frames = sum(len(r[0]) for r in rows)
         hyps = models.asr.transcribe([r[2] for r in rows])
-        wer = corpus_rates([word_errors(t, h) for t, h in zip(sentences, hyps)])[0]
-        sim = float(np.mean([cosine(e, prompt_emb) for e in models.sim.embed([r[2] for r in rows])]))
-        stoi = "-"
-        if option != "fp32" and same1 == len(rows):
-            stoi = f"{np.mean([stoi_score(b[2], a[2]) for a, b in zip(rows, ref)]):.3f}"
-        print(f"| {option} | {same1}/{len(rows)} | {same}/{len(rows)} | {frames} | {wer:.1f} | {sim:.3f} | {stoi} |")
+        wer = corpus_rates([word_errors(t, h) for t, h in zip(texts, hyps)])[0]
+        sim = float(np.mean([cosine(e, p) for e, p in zip(models.sim.embed([r[2] for r in rows]), prompt_embs)]))
+        pairs = [(a[2], b[2]) for a, b, s in zip(rows, ref, same1) if s]
+        stoi = f"{np.mean([stoi_score(r, x) for x, r in pairs]):.3f} ({len(pairs)})" if option != "fp32" and pairs else "-"
+        print(f"| {option} | {sum(same1)}/{len(rows)} | {same}/{len(rows)} | {frames} | {wer:.1f} | {sim:.3f} | {stoi} |")
+    if forced:
+        print("\nTeacher-forced on the pairs' ground-truth codes (nats per frame; accuracy of the top code)\n")
+        print("| option | AR NLL | AR accuracy | NAR NLL (levels 2-8) | NAR accuracy |")
+        print("|---|---|---|---|---|")
+        for option, f in forced.items():
+            print(f"| {option} | {f['ar_nll']:.4f} | {f['ar_acc']:.4f} | {f['nar_nll']:.4f} | {f['nar_acc']:.4f} |")
 
 
 def load_average() -> str:
@@ -235,6 +296,8 @@ def main() -> None:
     p.add_argument("--quality", action="store_true",
                    help="instead of speed: the effect of each option and of streaming on the demo models' output")
     p.add_argument("--n-sentences", type=int, default=10)
+    p.add_argument("--pairs", help="--quality on these evaluation pairs (e.g. the demo's "
+                                   "data/cuts/demo_tts_eval_pairs.jsonl.gz) instead of the shipped prompt")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--option", help=argparse.SUPPRESS)
@@ -285,6 +348,17 @@ def print_table(results: dict, args) -> None:
             rss = res["rss_batch1_mib"] if str(r["batch"]).startswith("1") else res["rss_all_mib"]
             print(f"| {option} | {r['words']} | {r['batch']} | {r['audio_s']:.1f} | {rtf:.2f} | {split[0]:.2f} | "
                   f"{split[1]:.2f} | {split[2]:.2f} | {r['first_audio_s']:.2f} | {speedup} | {rss:.0f} |")
+    streamed = [(option, r) for option, res in results.items() for r in res["rows"] if r.get("first_split")]
+    if streamed:
+        print("\nTime to first audio, streamed (seconds): where it goes")
+        print("\n| option | words | first audio | prepare (text, prompt codes) | AR prefill | AR frames (n) | NAR | codec "
+              "| stalls after it |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for option, r in streamed:
+            f = r["first_split"]
+            print(f"| {option} | {r['words']} | {r['first_audio_s']:.2f} | {f['prepare']:.2f} | {f['ar_prefill']:.2f} | "
+                  f"{f['ar'] - f['ar_prefill']:.2f} ({r['first_ar_frames']}) | {f['nar']:.2f} | {f['codec']:.2f} | "
+                  f"{r['stalls_s']:.2f} |")
 
 
 if __name__ == "__main__":

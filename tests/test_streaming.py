@@ -105,6 +105,12 @@ def test_chunks_arrive_while_the_ar_is_generating(synth, item):
     assert steps_at_chunk[0] < total / 4  # the first chunk while most of the AR is still to come
     assert record.chunks[-1]["ar_finished"] and len(record.chunks) >= 4
     assert sum(len(c) for c in (_stream(synth, item, settings)[0])) == total * synth.hop
+    # where the time to the first chunk went: every part measured before it, within its total
+    split = record.first_chunk_split
+    assert set(split) == {"prepare", "ar_prefill", "ar", "nar", "codec"}
+    assert 0 < split["ar_prefill"] <= split["ar"] and split["nar"] > 0 and split["codec"] > 0
+    assert split["prepare"] + split["ar"] + split["nar"] + split["codec"] <= record.first_chunk_seconds
+    assert split["nar"] < record.seconds["nar"]  # later windows add to the totals, not to the split
 
 
 def test_streamed_audio_equals_whole_utterance_synthesis(synth, item):
@@ -143,6 +149,16 @@ def test_boundary_jumps_and_crossfade_by_hand():
     faded = crossfade(np.ones(4, np.float32), np.zeros(6, np.float32))
     # raised cosine over 4 samples: weight of the new signal 0, 0.146, 0.5, 0.854
     np.testing.assert_allclose(faded, [1, 1 - 0.14644661, 0.5, 0.14644661, 0, 0], atol=1e-6)
+
+
+def test_playback_stalls_by_hand():
+    """Chunks of 1 s at 50 frames/s: ready at 0, 0.5 and 3.0 s -> playing 0-1, 1-2, then a wait
+    from 2.0 to 3.0; one ready late by 0.25 s after a short chunk adds 0.25."""
+    from dmtts.tts.streaming import playback_stalls
+
+    assert playback_stalls([{"at": 0.0, "frames": 50}, {"at": 0.5, "frames": 50}, {"at": 3.0, "frames": 50}], 50) == 1.0
+    assert playback_stalls([{"at": 1.0, "frames": 10}, {"at": 1.45, "frames": 50}], 50) == pytest.approx(0.25)
+    assert playback_stalls([{"at": 2.0, "frames": 100}], 50) == 0.0
 
 
 def test_stdout_wav_is_a_streamed_wav_of_the_same_samples(tmp_path):

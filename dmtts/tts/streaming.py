@@ -83,8 +83,9 @@ class StreamSettings:
 
 @dataclass
 class StreamRecord:
-    """What a streamed sentence did: per chunk its first frame, frames and the AR's progress when
-    it was emitted; the level-1 and full codes; the AR check; time per part."""
+    """What a streamed sentence did: per chunk its first frame, frames, the AR's progress when it
+    was emitted and when (``at``, seconds from the call); the level-1 and full codes; the AR
+    check; time per part."""
 
     chunks: list[dict] = field(default_factory=list)
     level1: torch.Tensor | None = None
@@ -92,6 +93,10 @@ class StreamRecord:
     check: dict | None = None
     seconds: dict = field(default_factory=lambda: {"ar": 0.0, "nar": 0.0, "codec": 0.0})
     first_chunk_seconds: float | None = None  # from the call to the first chunk
+    # where the time to the first chunk went: "prepare" (text, the prompt's codes), "ar_prefill"
+    # (the AR's first step: text and prompt through every layer), "ar" (every AR step, prefill
+    # included), "nar", "codec"; the bound on time to first audio (docs/benchmarks.md)
+    first_chunk_split: dict | None = None
 
 
 class OverlapDecoder:
@@ -143,6 +148,7 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
     started = time.perf_counter()
     n_q = synth.n_q
     text, text_lens, prompt, prompt_lens, max_new, min_new, expected = synth.prepare([item])
+    prepared = time.perf_counter() - started
     steps = synth.ar.generate_steps(
         text, text_lens, prompt[..., 0], prompt_lens, max_new, min_new, top_k=synth.top_k, top_p=synth.top_p,
         temperature=synth.temperature, generator=generator, ras_window=synth.ras_window,
@@ -151,7 +157,7 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
     level1 = torch.zeros(cap, dtype=torch.long, device=synth.device)
     codes = torch.zeros(cap, n_q, dtype=torch.long, device=synth.device)
     decoder = OverlapDecoder(synth.codec)
-    state = {"frames": 0, "nar_done": 0, "index": 0}
+    state = {"frames": 0, "nar_done": 0, "index": 0, "prefill": None}
 
     def timed(part: str, fn: Callable):
         t0 = time.perf_counter()
@@ -180,9 +186,11 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
                 codes[state["nar_done"]:decode_end] = out[state["nar_done"] - lo: decode_end - lo]
                 state["nar_done"] = decode_end
             piece = timed("codec", lambda: decoder.decode(codes[:decode_end], end, final))
-            record.chunks.append({"start": start, "frames": end - start, "ar_frames": avail, "ar_finished": final})
+            record.chunks.append({"start": start, "frames": end - start, "ar_frames": avail, "ar_finished": final,
+                                  "at": time.perf_counter() - started})
             if record.first_chunk_seconds is None:
                 record.first_chunk_seconds = time.perf_counter() - started
+                record.first_chunk_split = {"prepare": prepared, "ar_prefill": state["prefill"], **record.seconds}
             state["index"] += 1
             yield piece
 
@@ -190,6 +198,8 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
         t0 = time.perf_counter()
         step = next(steps, None)
         record.seconds["ar"] += time.perf_counter() - t0
+        if state["prefill"] is None:
+            state["prefill"] = time.perf_counter() - t0
         if step is None:
             break
         _, token, done = step
@@ -206,6 +216,21 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
         name = f"'{item.name}'" if item.name else "a streamed sentence"
         logger.warning("synthesis of %s failed (%s: %s); a streamed sentence is not retried (its audio is out)",
                        name, record.check["failure"], record.check["detail"])
+
+
+def playback_stalls(chunks: list[dict], frame_rate: float) -> float:
+    """Seconds a listener waits after the first chunk starts playing: chunk ``k`` (ready at its
+    ``at``) plays when it is ready and the one before it has finished; the waits add up. 0 when
+    every chunk arrives before the audio before it runs out."""
+    stalls, playing_until = 0.0, None
+    for c in chunks:
+        if playing_until is None:
+            playing_until = c["at"]
+        elif c["at"] > playing_until:
+            stalls += c["at"] - playing_until
+            playing_until = c["at"]
+        playing_until += c["frames"] / frame_rate
+    return stalls
 
 
 def stream_text(synth: Synthesizer, text: str, prompt_wav: np.ndarray, prompt_text: str,
