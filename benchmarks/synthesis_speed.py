@@ -216,7 +216,8 @@ def quality(args) -> None:
     per sentence (``quality_jobs``), one seeded synthesis (``--seed`` + index, no retries) with
     each option; the codes against fp32 (level 1 / all levels identical), then Whisper tiny.en
     WER against the text, speaker similarity (resemblyzer) to the sentence's prompt and, where
-    the level-1 codes equal fp32's (streaming always), STOI against the fp32 audio."""
+    the level-1 codes equal fp32's (streaming always) and the audio is at least 1 s long, STOI
+    against the fp32 audio; with ``--pairs``, :func:`teacher_forced` per option."""
     import numpy as np
     import torch
 
@@ -269,7 +270,8 @@ def quality(args) -> None:
         hyps = models.asr.transcribe([r[2] for r in rows])
         wer = corpus_rates([word_errors(t, h) for t, h in zip(texts, hyps)])[0]
         sim = float(np.mean([cosine(e, p) for e, p in zip(models.sim.embed([r[2] for r in rows]), prompt_embs)]))
-        pairs = [(a[2], b[2]) for a, b, s in zip(rows, ref, same1) if s]
+        # pystoi needs ~0.4 s of frames and scores shorter signals 1e-5: outputs under 1 s are left out
+        pairs = [(a[2], b[2]) for a, b, s in zip(rows, ref, same1) if s and min(len(a[2]), len(b[2])) >= 16000]
         stoi = f"{np.mean([stoi_score(r, x) for x, r in pairs]):.3f} ({len(pairs)})" if option != "fp32" and pairs else "-"
         print(f"| {option} | {sum(same1)}/{len(rows)} | {same}/{len(rows)} | {frames} | {wer:.1f} | {sim:.3f} | {stoi} |")
     if forced:
