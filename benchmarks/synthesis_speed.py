@@ -192,23 +192,23 @@ def teacher_forced(synth, pairs: list) -> dict:
     codes (this codec) and phonemes of the pairs' target utterances."""
     import torch
 
-    sums = {"ar_nll": 0.0, "ar_acc": 0.0, "ar_frames": 0, "nar_nll": 0.0, "nar_acc": 0.0, "nar_frames": 0}
+    sums = {m: {"nll": 0.0, "acc": 0.0, "frames": 0} for m in ("ar", "nar")}
+
+    def add(model: str, stats: dict) -> None:  # frame-weighted, so that the means are per frame
+        n = int(stats["frames"])
+        sums[model]["nll"] += float(stats["loss"]) * n
+        sums[model]["acc"] += float(stats["acc"]) * n
+        sums[model]["frames"] += n
+
     with torch.inference_mode():
         for c in pairs:
             codes = synth._prompt_codes(c.load_audio()[0].astype("float32"))[None]  # [1, T, n_q]
             text, text_lens = synth.text.collate([synth.text.text_symbols(c.custom["target_text"])])
             T = torch.tensor([codes.shape[1]])
-            _, st = synth.ar(text, text_lens, codes[..., 0], T)
-            sums["ar_nll"] += float(st["loss"]) * int(st["frames"])
-            sums["ar_acc"] += float(st["acc"]) * int(st["frames"])
-            sums["ar_frames"] += int(st["frames"])
+            add("ar", synth.ar(text, text_lens, codes[..., 0], T)[1])
             for level in range(2, synth.n_q + 1):
-                _, st = synth.nar(text, text_lens, codes, T, T // 2, torch.tensor([level]))
-                sums["nar_nll"] += float(st["loss"]) * int(st["frames"])
-                sums["nar_acc"] += float(st["acc"]) * int(st["frames"])
-                sums["nar_frames"] += int(st["frames"])
-    return {k: sums[f"{m}_{k.split('_')[1]}"] / sums[f"{m}_frames"]
-            for m in ("ar", "nar") for k in (f"{m}_nll", f"{m}_acc")}
+                add("nar", synth.nar(text, text_lens, codes, T, T // 2, torch.tensor([level]))[1])
+    return {f"{m}_{k}": sums[m][k] / sums[m]["frames"] for m in sums for k in ("nll", "acc")}
 
 
 def quality(args) -> None:
@@ -231,6 +231,10 @@ def quality(args) -> None:
     jobs = None
     outputs = {}  # option -> list of (level1, codes, wav)
     forced = {}  # option -> teacher_forced(...)
+    if args.pairs:
+        from lhotse import CutSet
+
+        forced_pairs = list(CutSet.from_file(args.pairs))[: args.n_sentences]
     for option in args.options.split(",") + ["stream"]:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(option, torch.float32)
         synth = Synthesizer(*dirs, dtype=dtype, quantize="int8" if option == "int8" else "none", max_retries=0)
@@ -254,9 +258,7 @@ def quality(args) -> None:
         outputs[option] = rows
         print(f"{option}: {time.perf_counter() - t0:.1f} s for {len(jobs)} sentences", flush=True)
         if args.pairs and option != "stream":
-            from lhotse import CutSet
-
-            forced[option] = teacher_forced(synth, list(CutSet.from_file(args.pairs))[: args.n_sentences])
+            forced[option] = teacher_forced(synth, forced_pairs)
     prompt_embs = models.sim.embed([prompt for _, prompt, _, _ in jobs])
     texts = [text for text, _, _, _ in jobs]
     ref = outputs["fp32"]
