@@ -63,10 +63,18 @@ class CodecModelConfig:
     # Decoder options for periodic structure (issue 16; dmtts/codec/periodic.py). The paper and
     # official presets keep SEANet's ELU and waveform output.
     decoder_activation: str = "elu"  # elu | snake (x + sin^2(ax)/a, learned a per channel)
-    decoder_head: str = "waveform"  # waveform (SEANet) | istft (predict magnitude + phase, inverse STFT)
+    # waveform (SEANet) | istft (predict magnitude + phase, inverse STFT) | harmonic (istft plus
+    # harmonics at a predicted, YIN-supervised F0 under a predicted spectral envelope)
+    decoder_head: str = "waveform"
     istft_hop: int = 320  # istft head: frame hop of the predicted STFT (320, 40, 8 or 2 with the paper strides)
     istft_n_fft: int = 0  # istft head: FFT size (0: 4 * istft_hop)
     istft_residual_layers: int = 3  # istft head: dilated residual units (1, 3, 9, ...) before the head
+    harmonic_f0_min: float = 50.0  # harmonic head: F0 range in Hz (also the YIN search range)
+    harmonic_f0_max: float = 600.0
+    harmonic_envelope_bins: int = 129  # harmonic head: linear-frequency bins of the envelope, 0..Nyquist
+    # add YIN log-F0, voicing and aperiodicity of the input (1x1 conv) to the encoder output
+    # before the RVQ, so the tokens carry pitch from the start (dmtts/codec/pitch.py)
+    encoder_pitch: bool = False
 
 
 @dataclass
@@ -113,6 +121,9 @@ class LossConfig:
     # over resolutions; Parallel WaveGAN): resolves harmonics an 80-bin mel does not. Off: []
     stft_ffts: list[int] = field(default_factory=list)
     lambda_stft: float = 0.0
+    # harmonic decoder head only: L1 on log F0 (voiced frames) and voicing BCE against YIN targets
+    lambda_f0: float = 0.0
+    lambda_voicing: float = 0.0
     # commitment over the RVQ levels: sum (paper eq. 9) | mean (public code: 1/8 of the sum)
     commitment_reduction: str = "sum"
     # residuals of RVQ levels >= 2 keep their gradient to the encoder (dmtts) or are detached,
@@ -338,9 +349,15 @@ def validate_periodic(cfg: CodecTrainingConfig) -> None:
     m, l = cfg.model, cfg.loss
     if m.decoder_activation not in ("elu", "snake"):
         raise DmttsError(f"model.decoder_activation must be 'elu' or 'snake', got '{m.decoder_activation}'")
-    if m.decoder_head not in ("waveform", "istft"):
-        raise DmttsError(f"model.decoder_head must be 'waveform' or 'istft', got '{m.decoder_head}'")
-    if m.decoder_head == "istft":
+    if m.decoder_head not in ("waveform", "istft", "harmonic"):
+        raise DmttsError(f"model.decoder_head must be 'waveform', 'istft' or 'harmonic', got '{m.decoder_head}'")
+    if m.decoder_head == "harmonic":
+        if not 0 < m.harmonic_f0_min < m.harmonic_f0_max < m.sample_rate / 2 or m.harmonic_envelope_bins < 2:
+            raise DmttsError(f"model.harmonic_f0_min/max ({m.harmonic_f0_min}, {m.harmonic_f0_max}) must satisfy "
+                             f"0 < min < max < {m.sample_rate / 2} and harmonic_envelope_bins >= 2")
+    elif l.lambda_f0 > 0 or l.lambda_voicing > 0:
+        raise DmttsError("loss.lambda_f0 / lambda_voicing need model.decoder_head: harmonic (only it predicts F0)")
+    if m.decoder_head in ("istft", "harmonic"):
         hops, hop = [], 1
         for s in m.strides:  # the hops the decoder passes through: 320, 40, 8, 2 for (2, 4, 5, 8)
             hop *= s

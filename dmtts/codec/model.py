@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dmtts.codec.config import CodecModelConfig, PRESETS, model_config
+from dmtts.codec.pitch import PitchFeatures, PitchPrediction
 from dmtts.codec.rvq import ResidualVectorQuantizer
 from dmtts.codec.seanet import SEANetDecoder, SEANetEncoder, fold_weight_norm, has_weight_norm, scaled_conv_init_
 from dmtts.config import from_dict, to_dict
@@ -47,6 +48,7 @@ class CodecOutput:
     latents: torch.Tensor  # encoder output [B, D, T]
     dead_codes: int = 0
     replaced: list[int] = field(default_factory=list)  # RVQ entries replaced per level (training)
+    pitch: PitchPrediction | None = None  # the harmonic head's F0 and voicing per frame (else None)
 
 
 class DMCodec(nn.Module):
@@ -64,10 +66,16 @@ class DMCodec(nn.Module):
             threshold_ema_dead_code=config.dead_code_threshold)
         self.decoder = SEANetDecoder(**kw, activation=config.decoder_activation, head=config.decoder_head,
                                      istft_hop=config.istft_hop, istft_n_fft=config.istft_n_fft,
-                                     istft_residual_layers=config.istft_residual_layers)
+                                     istft_residual_layers=config.istft_residual_layers,
+                                     sample_rate=config.sample_rate, harmonic_f0_min=config.harmonic_f0_min,
+                                     harmonic_f0_max=config.harmonic_f0_max,
+                                     harmonic_envelope_bins=config.harmonic_envelope_bins)
         if config.conv_init == "scaled":
             scaled_conv_init_(self.encoder)
             scaled_conv_init_(self.decoder)
+        self.pitch_features = (PitchFeatures(config.dimension, config.sample_rate, self.hop_length,
+                                             config.harmonic_f0_min, config.harmonic_f0_max)
+                               if config.encoder_pitch else None)
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -118,11 +126,11 @@ class DMCodec(nn.Module):
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         wav = self._check_wav(wav)
         n = wav.shape[-1]
-        latents = self.encoder(wav)
+        latents = self._with_pitch(self.encoder(wav), wav)
         q = self.quantizer(latents, n_q=n_q)
-        out = self.decoder(q.quantized)[..., :n]
-        return CodecOutput(wav=out, levels=q.levels, commit_loss=q.commit_loss, codes=q.codes,
-                           latents=latents, dead_codes=q.dead_codes, replaced=q.replaced)
+        out, pitch = self.decoder.forward_with_pitch(q.quantized)
+        return CodecOutput(wav=out[..., :n], levels=q.levels, commit_loss=q.commit_loss, codes=q.codes,
+                           latents=latents, dead_codes=q.dead_codes, replaced=q.replaced, pitch=pitch)
 
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, wav: torch.Tensor, n_q: int | None = None, sample_rate: int | None = None) -> torch.Tensor:
@@ -134,7 +142,7 @@ class DMCodec(nn.Module):
             raise DmttsError(f"audio is at {sample_rate} Hz but this codec expects {self.sample_rate} Hz: "
                              f"resample it first (dmtts.audio.resample or load_audio(path, {self.sample_rate}))")
         wav = self._check_wav(wav)
-        return self.quantizer.encode(self._encoder(wav), n_q=n_q)
+        return self.quantizer.encode(self._with_pitch(self._encoder(wav), wav), n_q=n_q)
 
     @torch.no_grad()
     def encode_batch(self, wavs: list[torch.Tensor], n_q: int | None = None) -> list[torch.Tensor]:
@@ -156,7 +164,8 @@ class DMCodec(nn.Module):
         items = [self._check_wav(w)[0] for w in wavs]  # [1, N_i]
         if items[0].device.type == "cpu":
             return [self.encode(w[None], n_q=n_q)[0] for w in items]
-        latents = self.encoder.forward_unpadded(items)  # [D, T_i]
+        latents = [self._with_pitch(z[None], w[None])[0]
+                   for z, w in zip(self.encoder.forward_unpadded(items), items)]  # [D, T_i]
         lengths = [z.shape[-1] for z in latents]
         codes = self.quantizer.encode(torch.cat(latents, dim=-1)[None], n_q=n_q)[0]  # [n_q, sum T_i]
         return list(codes.split(lengths, dim=-1))
@@ -168,6 +177,12 @@ class DMCodec(nn.Module):
     def _use_chunked(self, t: torch.Tensor) -> bool:
         return (self.inference_chunk_frames > 0 and t.device.type == "cpu" and not torch.is_grad_enabled()
                 and not self.training)
+
+    def _with_pitch(self, latents: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
+        """The encoder output plus the pitch side input (``model.encoder_pitch``), else unchanged."""
+        if self.pitch_features is None:
+            return latents
+        return latents + self.pitch_features(wav, latents.shape[-1]).to(latents.dtype)
 
     def _encoder(self, wav: torch.Tensor) -> torch.Tensor:
         if self._use_chunked(wav):

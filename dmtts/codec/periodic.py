@@ -9,13 +9,20 @@
   frame rate instead of up-sampling to 16 kHz with transposed convolutions, which is where the
   fixed-frequency "decoder tones" of the waveform head come from, and harmonics are single bins
   of a spectrum rather than patterns of samples.
+* :class:`HarmonicPlusNoiseHead`: a source-filter head. Harmonics at a predicted F0, shaped by a
+  predicted spectral envelope, plus the iSTFT head for the aperiodic rest; pitch is a quantity
+  the decoder predicts and is taught (:mod:`dmtts.codec.pitch`), not a pattern it must discover.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dmtts.codec.pitch import PitchPrediction
 
 
 class Snake(nn.Module):
@@ -87,3 +94,101 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -
     pad = (n_fft - hop) // 2
     wav = wav[..., pad: length - pad] / envelope[..., pad: length - pad].clamp(min=1e-8)
     return wav.reshape(spec.shape[0], 1, t * hop)
+
+
+class HarmonicPlusNoiseHead(nn.Module):
+    """``features[B, C, T]`` -> ``wav[B, 1, T * hop]``: harmonics at a predicted F0 plus an iSTFT
+    for everything aperiodic (a source-filter decoder, as sinusoidal codecs such as codec2 are).
+
+    Per frame, 1x1 convolutions predict:
+
+    * ``f0`` in ``[f0_min, f0_max]`` Hz (a sigmoid on a log scale) and a voicing logit; both are
+      taught from YIN targets (:mod:`dmtts.codec.pitch`), because spectral losses give F0 no
+      useful gradient. The synthesis uses the F0 detached, so only that supervision moves it;
+    * a log-amplitude spectral envelope on ``envelope_bins`` linear frequencies from 0 to
+      Nyquist. Harmonic ``k`` gets the envelope's value at ``k * f0`` (linear interpolation)
+      times the voicing probability: the envelope is the filter, the harmonics the source, so a
+      pitch the decoder never heard still gets a plausible spectrum;
+    * the iSTFT head's magnitude and phase (:class:`ISTFTHead`), which carries the noise,
+      the transients and whatever the harmonics miss.
+
+    The harmonics are summed sinusoids at the sample rate: frame values sit at frame centres and
+    are interpolated linearly between them, the phase is the running sum of F0 (kept modulo one
+    cycle in float64, so ``k * phase`` stays exact for every harmonic), and harmonics at or above
+    Nyquist are silenced. Their phase is free-running, not the input's: train with spectral
+    losses, not the waveform L1 (``loss.lambda_wav: 0``).
+    """
+
+    def __init__(self, channels: int, n_fft: int, hop: int, sample_rate: int, f0_min: float = 50.0,
+                 f0_max: float = 600.0, envelope_bins: int = 129):
+        super().__init__()
+        if not 0 < f0_min < f0_max < sample_rate / 2:
+            raise ValueError(f"harmonic head: need 0 < f0_min ({f0_min}) < f0_max ({f0_max}) < Nyquist")
+        self.hop, self.sample_rate = hop, sample_rate
+        self.f0_min, self.f0_max = f0_min, f0_max
+        self.n_harmonics = int(sample_rate / 2 // f0_min)
+        self.noise = ISTFTHead(channels, n_fft, hop)
+        self.pitch = nn.Conv1d(channels, 2, 1)
+        self.envelope = nn.Conv1d(channels, envelope_bins, 1)
+        self.init_output_layers_()
+        self.register_buffer("harmonic_numbers", torch.arange(1, self.n_harmonics + 1, dtype=torch.float32),
+                             persistent=False)
+
+    @torch.no_grad()
+    def init_output_layers_(self) -> None:
+        """Start quiet (harmonics of amplitude ~0.01 rather than ~1) and with F0 and voicing off
+        the flat ends of their sigmoids (F0 at the range's geometric centre, voicing 0.5): the
+        trunk's features are large at initialisation, and a saturated sigmoid gives the pitch
+        losses no gradient. Whole-model inits (:func:`dmtts.codec.seanet.scaled_conv_init_`)
+        call this again after theirs."""
+        self.envelope.weight.mul_(0.1)
+        self.envelope.bias.fill_(-4.5)
+        self.pitch.weight.mul_(0.01)
+        self.pitch.bias.zero_()
+
+    def predict_pitch(self, x: torch.Tensor) -> PitchPrediction:
+        f0_raw, voicing_logit = self.pitch(x).float().unbind(1)
+        log_range = math.log(self.f0_max / self.f0_min)
+        return PitchPrediction(f0=self.f0_min * torch.exp(torch.sigmoid(f0_raw) * log_range),
+                               voicing_logit=voicing_logit)
+
+    def harmonic_amplitudes(self, x: torch.Tensor, f0: torch.Tensor, voicing: torch.Tensor) -> torch.Tensor:
+        """``[B, K, T]`` amplitudes: the envelope sampled at ``k * f0``, times voicing, 0 at or above Nyquist."""
+        log_env = self.envelope(x).float().clamp(max=2.0)  # [B, E, T]
+        bins = log_env.shape[1]
+        freqs = self.harmonics_below_nyquist(f0)[None, :, None] * f0[:, None, :]  # [B, K, T]
+        pos = (freqs / (self.sample_rate / 2) * (bins - 1)).clamp(0, bins - 1)
+        lo = pos.floor().long().clamp(max=bins - 2)
+        frac = pos - lo
+        env = torch.lerp(log_env.gather(1, lo), log_env.gather(1, lo + 1), frac)
+        audible = freqs < self.sample_rate / 2
+        return torch.exp(env) * voicing[:, None, :] * audible
+
+    def harmonics_below_nyquist(self, f0: torch.Tensor) -> torch.Tensor:
+        """Harmonic numbers ``1..K`` with ``K`` what the lowest F0 of the batch needs (the rest
+        would be silenced anyway): a 120 Hz voice costs 66 sinusoids, not 160."""
+        needed = math.ceil(self.sample_rate / 2 / max(float(f0.min()), self.f0_min))
+        return self.harmonic_numbers[: min(needed, self.n_harmonics)]
+
+    def forward_with_pitch(self, x: torch.Tensor) -> tuple[torch.Tensor, PitchPrediction]:
+        pitch = self.predict_pitch(x)
+        f0 = pitch.f0.detach()
+        amplitudes = self.harmonic_amplitudes(x, f0, torch.sigmoid(pitch.voicing_logit))
+        harmonics = harmonic_synthesis(f0, amplitudes, self.hop, self.sample_rate,
+                                       self.harmonic_numbers[: amplitudes.shape[1]])
+        return harmonics + self.noise(x), pitch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_pitch(x)[0]
+
+
+def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sample_rate: int,
+                       harmonic_numbers: torch.Tensor) -> torch.Tensor:
+    """``Σ_k a_k(n) sin(k φ(n))`` with ``φ`` the running phase of ``f0``: ``f0[B, T]`` Hz and
+    ``amplitudes[B, K, T]`` per frame (values at frame centres, linear in between) ->
+    ``wav[B, 1, T * hop]``."""
+    f0_samples = F.interpolate(f0[:, None], scale_factor=hop, mode="linear", align_corners=False)
+    cycles = torch.cumsum(f0_samples.double() / sample_rate, dim=-1)
+    phase = (2 * math.pi * torch.frac(cycles)).float()  # [B, 1, N], exact modulo one cycle
+    amp = F.interpolate(amplitudes, scale_factor=hop, mode="linear", align_corners=False)  # [B, K, N]
+    return (amp * torch.sin(harmonic_numbers[None, :, None] * phase)).sum(1, keepdim=True)

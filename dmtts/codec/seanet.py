@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from dmtts.codec.periodic import ISTFTHead, activation as make_activation
+from dmtts.codec.periodic import HarmonicPlusNoiseHead, ISTFTHead, activation as make_activation
+from dmtts.codec.pitch import PitchPrediction
 
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
@@ -234,11 +235,12 @@ class SEANetDecoder(nn.Module):
                  lstm_layers: int = 2, kernel_size: int = 7, last_kernel_size: int = 7, compress: int = 2,
                  true_skip: bool = False, pad_mode: str = "reflect", activation: str = "elu",
                  head: str = "waveform", istft_hop: int = 320, istft_n_fft: int = 0,
-                 istft_residual_layers: int = 3):
+                 istft_residual_layers: int = 3, sample_rate: int = 16000, harmonic_f0_min: float = 50.0,
+                 harmonic_f0_max: float = 600.0, harmonic_envelope_bins: int = 129):
         super().__init__()
         up = list(reversed(list(strides)))  # decoder uses the encoder strides reversed: (8, 5, 4, 2)
         self.hop_length = int(math.prod(up))
-        if head == "istft":
+        if head in ("istft", "harmonic"):
             up = _upsampling_until(up, self.hop_length, istft_hop)
         act = activation
         mult = 2 ** len(list(strides))
@@ -252,21 +254,33 @@ class SEANetDecoder(nn.Module):
                 layers.append(ResidualUnit(mult * n_filters // 2, residual_kernel_size, dilation_base ** j,
                                            compress, true_skip, pad_mode=pad_mode, act=act))
             mult //= 2
-        if head == "istft":
+        if head in ("istft", "harmonic"):
             width = mult * n_filters
             for j in range(istft_residual_layers):
                 layers.append(ResidualUnit(width, residual_kernel_size, 3 ** j, compress, true_skip,
                                            pad_mode=pad_mode, act=act))
-            layers += [make_activation(act, width), ISTFTHead(width, istft_n_fft or 4 * istft_hop, istft_hop)]
+            n_fft = istft_n_fft or 4 * istft_hop
+            out = (ISTFTHead(width, n_fft, istft_hop) if head == "istft" else
+                   HarmonicPlusNoiseHead(width, n_fft, istft_hop, sample_rate, harmonic_f0_min, harmonic_f0_max,
+                                         harmonic_envelope_bins))
+            layers += [make_activation(act, width), out]
         elif head == "waveform":
             layers += [make_activation(act, n_filters), SConv1d(n_filters, 1, last_kernel_size, pad_mode=pad_mode)]
         else:
-            raise ValueError(f"decoder head must be 'waveform' or 'istft', got {head!r}")
+            raise ValueError(f"decoder head must be 'waveform', 'istft' or 'harmonic', got {head!r}")
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z[B, D, T]`` -> ``wav[B, 1, T * hop]``."""
         return self.model(z)
+
+    def forward_with_pitch(self, z: torch.Tensor) -> tuple[torch.Tensor, PitchPrediction | None]:
+        """:meth:`forward` plus the harmonic head's F0 and voicing prediction (``None`` for the
+        other heads), which training supervises."""
+        head = self.model[-1]
+        if not isinstance(head, HarmonicPlusNoiseHead):
+            return self.model(z), None
+        return head.forward_with_pitch(self.model[:-1](z))
 
     def forward_chunked(self, z: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2) -> torch.Tensor:
         """Inference-only equivalent of :meth:`forward`: the up-sampling stack after the LSTM
@@ -278,7 +292,7 @@ class SEANetDecoder(nn.Module):
         frames = z.shape[-1]
         # the iSTFT decoder works at (or near) the frame rate, where chunking saves nothing, and its
         # dilated residual units see further than a 2-frame halo
-        if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, ISTFTHead) for l in layers):
+        if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, (ISTFTHead, HarmonicPlusNoiseHead)) for l in layers):
             return self.model(z)
         h = head(z)
         hop = self.hop_length
@@ -342,6 +356,9 @@ def scaled_conv_init_(module: nn.Module) -> nn.Module:
         if parametrized:
             dims = tuple(range(1, weight.dim()))
             mod.parametrizations.weight.original0.copy_(torch.linalg.vector_norm(weight, dim=dims, keepdim=True))
+    for mod in module.modules():  # output layers with their own starting scale (the harmonic head)
+        if isinstance(mod, HarmonicPlusNoiseHead):
+            mod.init_output_layers_()
     return module
 
 

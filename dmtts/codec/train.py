@@ -33,6 +33,7 @@ from dmtts.codec.distill import Distiller
 from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
                                 feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
+from dmtts.codec.pitch import pitch_loss
 from dmtts.codec.train_report import loss_summary, plot_losses, run_record, write_summary
 from dmtts.config import save_config, to_dict
 from dmtts.errors import DmttsError
@@ -224,8 +225,15 @@ class CodecTrainer:
         wav = waveform_l1(x, x_hat)
         stft = self.stft_loss(x, x_hat) if self.stft_loss is not None else torch.zeros((), device=self.device)
         commit = commitment_loss(out.commit_loss, len(out.levels), c.commitment_reduction)
+        f0 = voicing = torch.zeros((), device=self.device)
+        pitch_stats: dict[str, float] = {}
+        if out.pitch is not None and (c.lambda_f0 > 0 or c.lambda_voicing > 0):
+            m = self.cfg.model
+            f0, voicing, pitch_stats = pitch_loss(out.pitch, x, m.sample_rate, self.codec.hop_length,
+                                                  m.harmonic_f0_min, m.harmonic_f0_max)
         g_loss = (c.lambda_adv * adv + c.lambda_fm * fm + c.lambda_mel * mel + c.lambda_wav * wav
-                  + c.lambda_stft * stft + c.lambda_commit * commit + c.lambda_distill * distill)
+                  + c.lambda_stft * stft + c.lambda_commit * commit + c.lambda_distill * distill
+                  + c.lambda_f0 * f0 + c.lambda_voicing * voicing)
         if not torch.isfinite(g_loss):
             raise DmttsError(f"generator loss is not finite at step {self.step + 1}; lower train.lr or "
                              "enable train.grad_clip, then --resume from the last checkpoint")
@@ -239,6 +247,8 @@ class CodecTrainer:
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
                  "mel": mel.item(), "wav_l1": wav.item(), "stft": stft.item(), "commit": commit.item(), "distill": float(distill.detach()),
                  "dead_codes": float(out.dead_codes), **parts}
+        if pitch_stats:
+            stats.update(f0_l1=f0.item(), voicing_bce=voicing.item(), **pitch_stats)
         self._last_codes, self._last_replaced = out.codes.detach(), out.replaced
         self._last = (x[0], x_hat[0].detach())
         return stats

@@ -1,0 +1,170 @@
+"""The harmonic-plus-noise decoder head and its pitch targets (issue 16): YIN against known
+tones and against librosa, the oscillator bank against its formula, the envelope sampling, the
+codec round trip, and a few training steps that teach the head F0."""
+
+import math
+
+import pytest
+import torch
+
+from dmtts.codec.config import training_config
+from dmtts.codec.model import DMCodec
+from dmtts.codec.periodic import HarmonicPlusNoiseHead, harmonic_synthesis
+from dmtts.codec.pitch import PitchPrediction, pitch_loss, voiced_frames, yin_pitch
+from dmtts.errors import DmttsError
+
+SR, HOP = 16000, 320
+
+
+def _tone(f0, seconds=1.0, harmonics=20):
+    t = torch.arange(int(seconds * SR)) / SR
+    return sum((0.5 / k) * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, harmonics + 1))
+
+
+def test_yin_finds_the_f0_of_harmonic_tones_and_calls_noise_and_silence_unvoiced():
+    f0s = [73.0, 121.0, 217.0, 480.0]
+    noise = 0.1 * torch.randn(SR, generator=torch.Generator().manual_seed(0))
+    wav = torch.stack([_tone(f) for f in f0s] + [noise, torch.zeros(SR)])
+    f0, aperiodicity = yin_pitch(wav, SR, HOP)
+    assert f0.shape == aperiodicity.shape == (6, 50)
+    inner = slice(3, 47)  # frames whose analysis window lies inside the signal
+    for i, f in enumerate(f0s):
+        assert torch.allclose(f0[i, inner], torch.full((44,), f), rtol=5e-3), (f, f0[i, inner])
+    voiced = voiced_frames(aperiodicity, wav, HOP)
+    assert voiced[:4, inner].all()
+    assert not voiced[4:].any()
+    assert (aperiodicity[5] == 1.0).all()  # digital silence: no period at all
+
+
+def test_yin_agrees_with_librosa_on_a_gliding_voice():
+    librosa = pytest.importorskip("librosa")
+    t = torch.arange(2 * SR) / SR
+    f0_true = 110 + 70 * torch.sin(2 * math.pi * 0.7 * t)  # 40..180 Hz glide... 110 +- 70
+    phase = 2 * math.pi * torch.cumsum(f0_true, 0) / SR
+    wav = sum((0.4 / k) * torch.sin(k * phase) for k in range(1, 30))
+    ours, _ = yin_pitch(wav[None], SR, HOP, f0_min=50.0, f0_max=600.0)
+    # librosa frames are centred on i * hop; ours on t * hop + hop / 2: shift the input by hop / 2
+    theirs = librosa.yin(wav[HOP // 2:].numpy(), fmin=50.0, fmax=600.0, sr=SR, frame_length=1024,
+                         hop_length=HOP, center=True)
+    n = min(ours.shape[-1], len(theirs)) - 3
+    rel = (ours[0, 3:n] - torch.from_numpy(theirs[3:n]).float()).abs() / ours[0, 3:n]
+    assert rel.median() < 0.01, rel
+    centre = f0_true[HOP // 2::HOP][3:n]
+    assert ((ours[0, 3:n] - centre).abs() / centre).median() < 0.01
+
+
+def test_harmonic_synthesis_matches_its_formula_for_constant_f0():
+    f0 = torch.full((1, 10), 200.0)
+    amps = torch.zeros(1, 3, 10)
+    amps[0, 0], amps[0, 2] = 0.5, 0.25
+    wav = harmonic_synthesis(f0, amps, HOP, SR, torch.arange(1.0, 4.0))
+    n = torch.arange(10 * HOP, dtype=torch.float64)
+    phase = 2 * math.pi * 200.0 * (n + 1) / SR  # the running sum includes the current sample
+    expected = 0.5 * torch.sin(phase) + 0.25 * torch.sin(3 * phase)
+    assert wav.shape == (1, 1, 10 * HOP)
+    assert torch.allclose(wav[0, 0].double(), expected, atol=1e-4)
+
+
+def test_harmonic_head_samples_the_envelope_at_each_harmonic_and_silences_above_nyquist():
+    head = HarmonicPlusNoiseHead(4, 1280, HOP, SR, f0_min=50.0, f0_max=600.0, envelope_bins=9)
+    with torch.no_grad():  # log-envelope = bin index / 8 (so value at frequency f is f / 8000)
+        head.envelope.weight.zero_()
+        head.envelope.bias.copy_(torch.arange(9.0) / 8)
+    x = torch.zeros(1, 4, 2)
+    f0 = torch.tensor([[1000.0, 3000.0]])
+    amps = head.harmonic_amplitudes(x, f0, torch.ones(1, 2))
+    assert amps.shape[1] == 8  # the lowest F0 of the batch, 1 kHz, needs 8 harmonics below 8 kHz
+    for k in range(1, 9):
+        for t, f in enumerate((1000.0, 3000.0)):
+            expected = math.exp(k * f / 8000) if k * f < 8000 else 0.0
+            assert amps[0, k - 1, t].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_codec_with_harmonic_head_round_trips_and_reports_pitch(tmp_path):
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "decoder_activation": "snake"}})
+    codec = DMCodec(cfg.model).eval()
+    head = codec.decoder.model[-1]
+    # the whole-model scaled init must not undo the head's quiet start and unsaturated pitch
+    assert (head.envelope.bias == -4.5).all() and (head.pitch.bias == 0).all()
+    x = _tone(150.0)[None, None] * 0.3
+    with torch.inference_mode():
+        out = codec(x)
+        codes = codec.encode(x)
+        wav = codec.decode(codes)
+    assert out.wav.shape == x.shape and wav.shape == (1, 1, 50 * HOP)
+    assert out.pitch.f0.shape == (1, 50) and ((out.pitch.f0 >= 50) & (out.pitch.f0 <= 600)).all()
+    loaded = DMCodec.from_pretrained(codec.save_pretrained(tmp_path / "m"))
+    with torch.inference_mode():
+        assert torch.allclose(loaded.decode(codes), wav, atol=1e-5)
+
+
+def test_pitch_loss_is_zero_at_the_target_and_log_ratio_elsewhere():
+    x = _tone(200.0)[None, None]
+    target, _ = yin_pitch(x[:, 0], SR, HOP)
+    confident = PitchPrediction(f0=target.clone(), voicing_logit=torch.full_like(target, 30.0))
+    f0_l1, _, stats = pitch_loss(confident, x, SR, HOP, 50.0, 600.0)
+    assert f0_l1.item() == pytest.approx(0.0, abs=1e-6) and stats["voicing_acc"] > 0.9
+    octave_up = PitchPrediction(f0=2 * target, voicing_logit=confident.voicing_logit)
+    f0_l1, _, stats = pitch_loss(octave_up, x, SR, HOP, 50.0, 600.0)
+    assert f0_l1.item() == pytest.approx(math.log(2), rel=1e-4)
+    assert stats["f0_cents"] == pytest.approx(1200, rel=1e-3)
+
+
+def test_pitch_losses_need_the_harmonic_head():
+    with pytest.raises(DmttsError, match="decoder_head: harmonic"):
+        training_config("tiny", {"loss": {"lambda_f0": 1.0}})
+    with pytest.raises(DmttsError, match="harmonic_f0_min"):
+        training_config("tiny", {"model": {"decoder_head": "harmonic", "harmonic_f0_min": 700.0}})
+
+
+def test_the_pitch_losses_move_the_head_to_the_yin_f0_and_voicing():
+    torch.manual_seed(0)
+    audio = torch.stack([_tone(110.0, 0.32), _tone(250.0, 0.32)])[:, None] * 0.3
+    head = HarmonicPlusNoiseHead(2, 1280, HOP, SR)
+    features = torch.eye(2)[:, :, None].expand(2, 2, 16)  # item identity: enough to tell the tones apart
+    opt = torch.optim.Adam(head.pitch.parameters(), lr=0.05)
+    for _ in range(150):
+        f0_l1, voicing, stats = pitch_loss(head.predict_pitch(features), audio, SR, HOP, 50.0, 600.0)
+        opt.zero_grad()
+        (f0_l1 + voicing).backward()
+        opt.step()
+    pred = head.predict_pitch(features)
+    assert torch.allclose(pred.f0[:, 8], torch.tensor([110.0, 250.0]), rtol=0.02), pred.f0[:, 8]
+    assert stats["f0_cents"] < 30 and (torch.sigmoid(pred.voicing_logit[:, 2:14]) > 0.9).all()
+
+
+def test_a_training_step_supervises_and_reports_pitch(tmp_path):
+    from dmtts.codec.train import CodecTrainer
+
+    torch.manual_seed(0)
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "decoder_activation": "snake"},
+                                   "loss": {"stft_ffts": [256, 512], "lambda_stft": 10.0, "lambda_wav": 0.0,
+                                            "lambda_f0": 100.0, "lambda_voicing": 10.0}})
+    trainer = CodecTrainer(cfg, tmp_path / "exp", progress=False)
+    pitch_conv = trainer.codec.decoder.model[-1].pitch
+    before = pitch_conv.weight.detach().clone()
+    audio = torch.stack([_tone(140.0, 0.32), _tone(210.0, 0.32)])[:, None] * 0.3
+    stats = trainer.train_step({"audio": audio, "lm_feats": None, "sm_feats": None})
+    assert stats["f0_l1"] > 0 and stats["voicing_bce"] > 0 and stats["voiced_share"] > 0.8
+    assert not torch.equal(pitch_conv.weight, before)
+
+
+def test_encoder_pitch_adds_the_projected_yin_features_before_the_rvq(tmp_path):
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "encoder_pitch": True}})
+    codec = DMCodec(cfg.model).eval()
+    x = (_tone(180.0, 0.7)[None, None] * 0.3)
+    with torch.inference_mode():
+        plain = codec.encoder(x)
+        feats = codec.pitch_features.features(x, plain.shape[-1])
+        expected = plain + codec.pitch_features.proj(feats)
+        assert plain.shape[-1] == math.ceil(x.shape[-1] / HOP)
+        # the features: log2(180 / 150) on voiced frames, voicing 1, aperiodicity near 0
+        assert torch.allclose(feats[0, 0, 3:-3], torch.full_like(feats[0, 0, 3:-3], math.log2(180 / 150)), atol=0.01)
+        assert (feats[0, 1, 3:-3] == 1).all() and (feats[0, 2, 3:-3] < 0.05).all()
+        assert torch.allclose(codec(x).latents, expected, atol=1e-5)
+        codes = codec.encode(x)
+        assert torch.equal(codes, codec.quantizer.encode(expected))
+        assert torch.equal(codec.encode_batch([x[0, 0], x[0, 0, :8000]])[0], codes[0])
+    loaded = DMCodec.from_pretrained(codec.save_pretrained(tmp_path / "m", dtype="float16"))
+    with torch.inference_mode():
+        assert (loaded.encode(x) == codes).float().mean() > 0.9  # float16 weights: nearly the same codes
