@@ -150,7 +150,8 @@ def test_a_training_step_supervises_and_reports_pitch(tmp_path):
 
 
 def test_encoder_pitch_adds_the_projected_yin_features_before_the_rvq(tmp_path):
-    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "encoder_pitch": True}})
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "encoder_pitch": True,
+                                             "encoder_pitch_scale": 2.0}})
     codec = DMCodec(cfg.model).eval()
     x = (_tone(180.0, 0.7)[None, None] * 0.3)
     with torch.inference_mode():
@@ -158,8 +159,10 @@ def test_encoder_pitch_adds_the_projected_yin_features_before_the_rvq(tmp_path):
         feats = codec.pitch_features.features(x, plain.shape[-1])
         expected = plain + codec.pitch_features.proj(feats)
         assert plain.shape[-1] == math.ceil(x.shape[-1] / HOP)
-        # the features: log2(180 / 150) on voiced frames, voicing 1, aperiodicity near 0
-        assert torch.allclose(feats[0, 0, 3:-3], torch.full_like(feats[0, 0, 3:-3], math.log2(180 / 150)), atol=0.01)
+        # the features: 2 x log2(180 / 150) on voiced frames (encoder_pitch_scale 2), voicing 1,
+        # aperiodicity near 0
+        log_f0 = feats[0, 0, 3:-3]
+        assert torch.allclose(log_f0, torch.full_like(log_f0, 2 * math.log2(180 / 150)), atol=0.02)
         assert (feats[0, 1, 3:-3] == 1).all() and (feats[0, 2, 3:-3] < 0.05).all()
         assert torch.allclose(codec(x).latents, expected, atol=1e-5)
         codes = codec.encode(x)

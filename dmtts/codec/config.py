@@ -75,6 +75,9 @@ class CodecModelConfig:
     # add YIN log-F0, voicing and aperiodicity of the input (1x1 conv) to the encoder output
     # before the RVQ, so the tokens carry pitch from the start (dmtts/codec/pitch.py)
     encoder_pitch: bool = False
+    # multiplies the log-F0 side input (in octaves) before its projection: the RVQ spends its bits
+    # where the latent varies most, so a larger scale buys F0 precision through quantization
+    encoder_pitch_scale: float = 1.0
 
 
 @dataclass

@@ -74,7 +74,8 @@ class DMCodec(nn.Module):
             scaled_conv_init_(self.encoder)
             scaled_conv_init_(self.decoder)
         self.pitch_features = (PitchFeatures(config.dimension, config.sample_rate, self.hop_length,
-                                             config.harmonic_f0_min, config.harmonic_f0_max)
+                                             config.harmonic_f0_min, config.harmonic_f0_max,
+                                             log_f0_scale=config.encoder_pitch_scale)
                                if config.encoder_pitch else None)
 
     # -- properties -------------------------------------------------------------------------------

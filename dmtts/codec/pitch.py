@@ -131,23 +131,29 @@ class PitchFeatures(nn.Module):
     reconstruction losses barely depend on it. Given F0 explicitly, as sinusoidal and LPC
     codecs are (codec2, LPCNet), the RVQ quantizes it with everything else and the tokens carry
     pitch from the first steps. Unvoiced frames get log-F0 0 (the features are centred on
-    ``centre_hz`` and in octaves).
+    ``centre_hz`` and in octaves, times ``log_f0_scale``).
+
+    Measured at 2,000 steps with scale 1 (docs/quality.md): the decoder read F0 back with a
+    median error of 58 cents from the unquantized latent and 76 cents through 8 RVQ levels
+    (codec2's 7-bit pitch: about 10); a 90-cent change moved the latent by 0.3 of its norm of 7,
+    well inside the quantization noise. ``log_f0_scale`` makes the F0 direction larger.
     """
 
     def __init__(self, dimension: int, sample_rate: int, hop: int, f0_min: float, f0_max: float,
-                 centre_hz: float = 150.0):
+                 centre_hz: float = 150.0, log_f0_scale: float = 1.0):
         super().__init__()
         self.sample_rate, self.hop, self.f0_min, self.f0_max = sample_rate, hop, f0_min, f0_max
-        self.centre_hz = centre_hz
+        self.centre_hz, self.log_f0_scale = centre_hz, log_f0_scale
         self.proj = nn.Conv1d(3, dimension, 1)
 
     def features(self, wav: torch.Tensor, frames: int) -> torch.Tensor:
-        """``wav[B, 1, N]`` -> ``[B, 3, frames]``: voiced log2(F0 / centre), voicing, aperiodicity."""
+        """``wav[B, 1, N]`` -> ``[B, 3, frames]``: voiced ``log_f0_scale * log2(F0 / centre)``,
+        voicing, aperiodicity."""
         x = wav.squeeze(1).float()
         with torch.no_grad():
             f0, aperiodicity = yin_pitch(x, self.sample_rate, self.hop, self.f0_min, self.f0_max)
             voiced = voiced_frames(aperiodicity, x, self.hop).float()
-        feats = torch.stack([voiced * torch.log2(f0 / self.centre_hz), voiced, aperiodicity], dim=1)
+        feats = torch.stack([voiced * self.log_f0_scale * torch.log2(f0 / self.centre_hz), voiced, aperiodicity], dim=1)
         t = feats.shape[-1]
         return feats[..., :frames] if t >= frames else F.pad(feats, (0, frames - t), mode="replicate")
 
