@@ -133,11 +133,13 @@ def test_the_pitch_losses_move_the_head_to_the_yin_f0_and_voicing():
     assert stats["f0_cents"] < 30 and (torch.sigmoid(pred.voicing_logit[:, 2:14]) > 0.9).all()
 
 
-def test_a_training_step_supervises_and_reports_pitch(tmp_path):
+@pytest.mark.parametrize("encoder_pitch", [False, True])  # True: the loss reuses the forward's YIN track
+def test_a_training_step_supervises_and_reports_pitch(tmp_path, encoder_pitch):
     from dmtts.codec.train import CodecTrainer
 
     torch.manual_seed(0)
-    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "decoder_activation": "snake"},
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "decoder_activation": "snake",
+                                             "encoder_pitch": encoder_pitch},
                                    "loss": {"stft_ffts": [256, 512], "lambda_stft": 10.0, "lambda_wav": 0.0,
                                             "lambda_f0": 100.0, "lambda_voicing": 10.0}})
     trainer = CodecTrainer(cfg, tmp_path / "exp", progress=False)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dmtts.codec.config import CodecModelConfig, PRESETS, model_config
-from dmtts.codec.pitch import PitchFeatures, PitchPrediction
+from dmtts.codec.pitch import PitchFeatures, PitchPrediction, PitchTrack
 from dmtts.codec.rvq import ResidualVectorQuantizer
 from dmtts.codec.seanet import SEANetDecoder, SEANetEncoder, fold_weight_norm, has_weight_norm, scaled_conv_init_
 from dmtts.config import from_dict, to_dict
@@ -49,6 +49,7 @@ class CodecOutput:
     dead_codes: int = 0
     replaced: list[int] = field(default_factory=list)  # RVQ entries replaced per level (training)
     pitch: PitchPrediction | None = None  # the harmonic head's F0 and voicing per frame (else None)
+    pitch_track: PitchTrack | None = None  # YIN's analysis of the input, when model.encoder_pitch used it
 
 
 class DMCodec(nn.Module):
@@ -127,11 +128,13 @@ class DMCodec(nn.Module):
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         wav = self._check_wav(wav)
         n = wav.shape[-1]
-        latents = self._with_pitch(self.encoder(wav), wav)
+        track = self.pitch_features.track(wav) if self.pitch_features is not None else None
+        latents = self._with_pitch(self.encoder(wav), wav, track)
         q = self.quantizer(latents, n_q=n_q)
         out, pitch = self.decoder.forward_with_pitch(q.quantized)
         return CodecOutput(wav=out[..., :n], levels=q.levels, commit_loss=q.commit_loss, codes=q.codes,
-                           latents=latents, dead_codes=q.dead_codes, replaced=q.replaced, pitch=pitch)
+                           latents=latents, dead_codes=q.dead_codes, replaced=q.replaced, pitch=pitch,
+                           pitch_track=track)
 
     # -- inference -----------------------------------------------------------------------------------
     def encode(self, wav: torch.Tensor, n_q: int | None = None, sample_rate: int | None = None) -> torch.Tensor:
@@ -179,11 +182,11 @@ class DMCodec(nn.Module):
         return (self.inference_chunk_frames > 0 and t.device.type == "cpu" and not torch.is_grad_enabled()
                 and not self.training)
 
-    def _with_pitch(self, latents: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
+    def _with_pitch(self, latents: torch.Tensor, wav: torch.Tensor, track: PitchTrack | None = None) -> torch.Tensor:
         """The encoder output plus the pitch side input (``model.encoder_pitch``), else unchanged."""
         if self.pitch_features is None:
             return latents
-        return latents + self.pitch_features(wav, latents.shape[-1]).to(latents.dtype)
+        return latents + self.pitch_features(wav, latents.shape[-1], track).to(latents.dtype)
 
     def _encoder(self, wav: torch.Tensor) -> torch.Tensor:
         if self._use_chunked(wav):

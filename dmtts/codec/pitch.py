@@ -99,15 +99,32 @@ def voiced_frames(aperiodicity: torch.Tensor, wav: torch.Tensor, hop: int, max_a
     return (aperiodicity < max_aperiodicity) & (rms > floor.clamp(min=1e-5))
 
 
+@dataclass
+class PitchTrack:
+    """YIN's analysis of a waveform per codec frame: ``f0``, ``aperiodicity`` and ``voiced`` ``[B, T]``."""
+
+    f0: torch.Tensor
+    aperiodicity: torch.Tensor
+    voiced: torch.Tensor
+
+
+@torch.no_grad()
+def track_pitch(wav: torch.Tensor, sample_rate: int, hop: int, f0_min: float, f0_max: float) -> PitchTrack:
+    """:func:`yin_pitch` and :func:`voiced_frames` of ``wav[B, 1, N]``: the encoder's pitch side
+    input and the pitch loss's targets, computed once per batch for both."""
+    x = wav.squeeze(1).float()
+    f0, aperiodicity = yin_pitch(x, sample_rate, hop, f0_min, f0_max)
+    return PitchTrack(f0, aperiodicity, voiced_frames(aperiodicity, x, hop))
+
+
 def pitch_loss(pred: PitchPrediction, wav: torch.Tensor, sample_rate: int, hop: int, f0_min: float,
-               f0_max: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+               f0_max: float, track: PitchTrack | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """``(log-F0 L1 on voiced frames, voicing BCE on all frames, stats)`` of the head's prediction
-    against YIN targets of the reference ``wav[B, 1, N]``. ``stats``: the share of voiced frames,
-    the voicing accuracy and the median F0 error in cents on voiced frames."""
-    x = wav.squeeze(1)
-    with torch.no_grad():
-        f0_target, aperiodicity = yin_pitch(x, sample_rate, hop, f0_min, f0_max)
-        voiced = voiced_frames(aperiodicity, x, hop)
+    against YIN targets of the reference ``wav[B, 1, N]`` (``track``: those targets, when the
+    forward pass already computed them). ``stats``: the share of voiced frames, the voicing
+    accuracy and the median F0 error in cents on voiced frames."""
+    track = track or track_pitch(wav, sample_rate, hop, f0_min, f0_max)
+    f0_target, voiced = track.f0, track.voiced
     frames = min(pred.f0.shape[-1], f0_target.shape[-1])
     f0, logit = pred.f0[..., :frames].float(), pred.voicing_logit[..., :frames].float()
     f0_target, voiced = f0_target[..., :frames], voiced[..., :frames]
@@ -146,16 +163,18 @@ class PitchFeatures(nn.Module):
         self.centre_hz, self.log_f0_scale = centre_hz, log_f0_scale
         self.proj = nn.Conv1d(3, dimension, 1)
 
-    def features(self, wav: torch.Tensor, frames: int) -> torch.Tensor:
+    def track(self, wav: torch.Tensor) -> PitchTrack:
+        return track_pitch(wav, self.sample_rate, self.hop, self.f0_min, self.f0_max)
+
+    def features(self, wav: torch.Tensor, frames: int, track: PitchTrack | None = None) -> torch.Tensor:
         """``wav[B, 1, N]`` -> ``[B, 3, frames]``: voiced ``log_f0_scale * log2(F0 / centre)``,
-        voicing, aperiodicity."""
-        x = wav.squeeze(1).float()
-        with torch.no_grad():
-            f0, aperiodicity = yin_pitch(x, self.sample_rate, self.hop, self.f0_min, self.f0_max)
-            voiced = voiced_frames(aperiodicity, x, self.hop).float()
-        feats = torch.stack([voiced * self.log_f0_scale * torch.log2(f0 / self.centre_hz), voiced, aperiodicity], dim=1)
+        voicing, aperiodicity (from ``track`` when given)."""
+        track = track or self.track(wav)
+        voiced = track.voiced.float()
+        feats = torch.stack([voiced * self.log_f0_scale * torch.log2(track.f0 / self.centre_hz), voiced,
+                             track.aperiodicity], dim=1)
         t = feats.shape[-1]
         return feats[..., :frames] if t >= frames else F.pad(feats, (0, frames - t), mode="replicate")
 
-    def forward(self, wav: torch.Tensor, frames: int) -> torch.Tensor:
-        return self.proj(self.features(wav, frames))
+    def forward(self, wav: torch.Tensor, frames: int, track: PitchTrack | None = None) -> torch.Tensor:
+        return self.proj(self.features(wav, frames, track))

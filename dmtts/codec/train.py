@@ -230,7 +230,7 @@ class CodecTrainer:
         if out.pitch is not None and (c.lambda_f0 > 0 or c.lambda_voicing > 0):
             m = self.cfg.model
             f0, voicing, pitch_stats = pitch_loss(out.pitch, x, m.sample_rate, self.codec.hop_length,
-                                                  m.harmonic_f0_min, m.harmonic_f0_max)
+                                                  m.harmonic_f0_min, m.harmonic_f0_max, out.pitch_track)
         g_loss = (c.lambda_adv * adv + c.lambda_fm * fm + c.lambda_mel * mel + c.lambda_wav * wav
                   + c.lambda_stft * stft + c.lambda_commit * commit + c.lambda_distill * distill
                   + c.lambda_f0 * f0 + c.lambda_voicing * voicing)
