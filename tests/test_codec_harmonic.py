@@ -65,6 +65,29 @@ def test_harmonic_synthesis_matches_its_formula_for_constant_f0():
     assert torch.allclose(wav[0, 0].double(), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("hop", [HOP, 7])
+def test_harmonic_synthesis_equals_upsampled_amplitudes_times_sines(hop):
+    """The segment-wise sum equals the direct formula (amplitudes linearly up-sampled to every
+    sample as F.interpolate does, times sin(k phi), summed), with a gliding F0 and changing
+    amplitudes, for an even and an odd hop, and so does the gradient of the amplitudes."""
+    torch.manual_seed(0)
+    frames, numbers = 6, torch.arange(1.0, 6.0)
+    f0 = 100 + 150 * torch.rand(2, frames)
+    amps = torch.rand(2, 5, frames, requires_grad=True)
+    weights = torch.randn(2, 1, frames * hop)
+    wav = harmonic_synthesis(f0, amps, hop, SR, numbers)
+    (grad,) = torch.autograd.grad((wav * weights).sum(), amps)
+
+    f0_samples = torch.nn.functional.interpolate(f0[:, None], scale_factor=hop, mode="linear")
+    phase = 2 * math.pi * torch.cumsum(f0_samples.double() / SR, dim=-1)
+    amp_samples = torch.nn.functional.interpolate(amps, scale_factor=hop, mode="linear")
+    expected = (amp_samples.double() * torch.sin(numbers.double()[None, :, None] * phase)).sum(1, keepdim=True)
+    (expected_grad,) = torch.autograd.grad((expected * weights.double()).sum(), amps)
+    assert wav.shape == (2, 1, frames * hop)
+    assert torch.allclose(wav.double(), expected, atol=1e-4)
+    assert torch.allclose(grad, expected_grad.float(), rtol=1e-4, atol=1e-4)
+
+
 def test_harmonic_head_samples_the_envelope_at_each_harmonic_and_silences_above_nyquist():
     head = HarmonicPlusNoiseHead(4, 1280, HOP, SR, f0_min=50.0, f0_max=600.0, envelope_bins=9)
     with torch.no_grad():  # log-envelope = bin index / 8 (so value at frequency f is f / 8000)

@@ -185,10 +185,32 @@ class HarmonicPlusNoiseHead(nn.Module):
 def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sample_rate: int,
                        harmonic_numbers: torch.Tensor) -> torch.Tensor:
     """``Σ_k a_k(n) sin(k φ(n))`` with ``φ`` the running phase of ``f0``: ``f0[B, T]`` Hz and
-    ``amplitudes[B, K, T]`` per frame (values at frame centres, linear in between) ->
-    ``wav[B, 1, T * hop]``."""
-    f0_samples = F.interpolate(f0[:, None], scale_factor=hop, mode="linear", align_corners=False)
-    cycles = torch.cumsum(f0_samples.double() / sample_rate, dim=-1)
-    phase = (2 * math.pi * torch.frac(cycles)).float()  # [B, 1, N], exact modulo one cycle
-    amp = F.interpolate(amplitudes, scale_factor=hop, mode="linear", align_corners=False)  # [B, K, N]
-    return (amp * torch.sin(harmonic_numbers[None, :, None] * phase)).sum(1, keepdim=True)
+    ``amplitudes[B, K, T]`` per frame (values at frame centres, linear in between, as
+    ``F.interpolate(mode="linear")``) -> ``wav[B, 1, T * hop]``.
+
+    Only the amplitudes carry gradients (the F0 is taught by its own loss), so the ``K x N``
+    sines are computed once without autograd, and the amplitudes are never up-sampled to the
+    sample rate: between two frame centres the output is ``(1 - w) Σ_k s_k a_k[t] + w Σ_k s_k
+    a_k[t + 1]``, one batched matrix product per segment. The sum is the same as up-sampling the
+    amplitudes and multiplying; forward + backward take 0.04 s instead of 0.14 s for a batch of
+    8 x 1 s at 160 harmonics (``benchmarks/harmonic_synthesis.py``).
+    """
+    batch, n_harmonics, frames = amplitudes.shape
+    n = frames * hop
+    shift = hop // 2  # first sample at or past frame 0's centre ((n + 0.5) / hop - 0.5 >= 0)
+    lead = hop - shift  # samples before that, in segment 0, with the first frame's amplitudes
+    with torch.no_grad():
+        f0_samples = F.interpolate(f0[:, None].float(), scale_factor=hop, mode="linear", align_corners=False)
+        cycles = torch.cumsum(f0_samples[:, 0].double() / sample_rate, dim=-1)
+        phase = (2 * math.pi * torch.frac(cycles)).float()  # [B, N], exact modulo one cycle
+        # segment j (0..T) covers the samples between frame centres j - 1 and j
+        phase = F.pad(phase, (lead, shift)).view(batch * (frames + 1), hop, 1)
+        sines = torch.sin_(phase * harmonic_numbers.float())  # [B * (T + 1), hop, K]
+        w = (torch.arange(hop, device=f0.device, dtype=torch.float32) + 0.5 + shift - hop / 2) / hop
+    # amplitudes at each segment's two ends; the edges hold the first and last frames' values
+    padded = torch.cat([amplitudes[..., :1], amplitudes, amplitudes[..., -1:]], dim=-1).float()
+    ends = torch.stack([padded[..., :-1], padded[..., 1:]], dim=-1)  # [B, K, T + 1, 2]
+    ends = ends.permute(0, 2, 1, 3).reshape(batch * (frames + 1), n_harmonics, 2)
+    left, right = torch.bmm(sines, ends).unbind(-1)  # [B * (T + 1), hop] each
+    wav = torch.lerp(left, right, w).reshape(batch, 1, -1)
+    return wav[..., lead:lead + n]
