@@ -220,16 +220,16 @@ def test_int8_quantizes_the_linear_layers(models, item):
     assert len(wav) >= 320 and np.isfinite(wav).all()
 
 
-@pytest.mark.skipif(not (PRETRAINED / "codec" / "config.json").is_file(), reason="the shipped demo models are missing")
-def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
-    """Real codes (the shipped prompt, encoded by the shipped codec) decoded chunk by chunk as
-    streaming does equal the whole decoding up to float rounding (SNR > 80 dB), and no chunk
-    boundary steps further than the signal does around it."""
-    from dmtts.codec.model import load_codec
-    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, OverlapDecoder, StreamSettings, boundary_jumps
+def _snr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((estimate.astype(np.float64) - ref) ** 2)))
 
-    codec = load_codec(PRETRAINED / "codec")
-    wav = sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0]
+
+def _whole_and_streamed(codec, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """``wav`` encoded, then decoded whole and chunk by chunk as streaming does (chunks of 5
+    frames doubling to 20); returns both and the chunk boundaries (samples)."""
+    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, OverlapDecoder, StreamSettings
+
     with torch.inference_mode():
         codes = codec.encode(torch.from_numpy(wav)[None, None])[0].T  # [T, n_q]
         whole = codec.decode(codes.T[None])[0, 0].numpy()
@@ -240,11 +240,63 @@ def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
             pieces.append(decoder.decode(codes, end))
             k += 1
         pieces.append(decoder.decode(codes, len(codes), final=True))
-    streamed = np.concatenate(pieces)
-    assert len(pieces) >= 5 and streamed.shape == whole.shape
-    snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((streamed - whole).astype(np.float64) ** 2))
-    assert snr > 80, snr
-    assert max(boundary_jumps(streamed, list(np.cumsum([len(p) for p in pieces])[:-1]))) <= 1.0
+    assert len(pieces) >= 5
+    return whole, np.concatenate(pieces), list(np.cumsum([len(p) for p in pieces])[:-1])
+
+
+@pytest.mark.skipif(not (PRETRAINED / "codec" / "config.json").is_file(), reason="the shipped demo models are missing")
+def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
+    """Real codes (the shipped prompt, encoded by the shipped codec) decoded chunk by chunk as
+    streaming does equal the whole decoding up to float rounding (SNR > 80 dB), and no chunk
+    boundary steps further than the signal does around it."""
+    from dmtts.codec.model import load_codec
+    from dmtts.tts.streaming import boundary_jumps
+
+    codec = load_codec(PRETRAINED / "codec")
+    whole, streamed, boundaries = _whole_and_streamed(codec, sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0])
+    assert streamed.shape == whole.shape
+    assert _snr(whole, streamed) > 80, _snr(whole, streamed)
+    assert max(boundary_jumps(streamed, boundaries)) <= 1.0
+
+
+def _loud_harmonic_codec():
+    """A tiny random codec with the harmonic head, its harmonics (amplitude 1 each) louder than
+    its iSTFT part, so a phase error at a join shows. No LSTM: a random LSTM's memory outlasts
+    the streaming context (a trained one's does not: the shipped-codec test above)."""
+    from dmtts.codec.config import training_config
+    from dmtts.codec.model import DMCodec
+
+    torch.manual_seed(0)
+    codec = DMCodec(training_config("tiny", {"model": {"decoder_head": "harmonic", "lstm_layers": 0}}).model).eval()
+    with torch.no_grad():
+        codec.decoder.model[-1].envelope.bias.fill_(0.0)
+    return codec
+
+
+def _glide(seconds: float = 3.0) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    phase = 2 * np.pi * np.cumsum(120 + 60 * np.sin(2 * np.pi * 0.5 * t)) / 16000
+    return (0.3 * sum(np.sin(k * phase) / k for k in range(1, 12))).astype(np.float32)
+
+
+def test_chunked_and_long_decoding_of_a_harmonic_codec_continue_its_phase(monkeypatch):
+    """The harmonic head's oscillators run on across windows (HarmonicPhase): streamed chunks and
+    decode_long's chunks equal one whole decode (SNR > 60 dB). Without the phase hand-over each
+    window restarts its phase and the joins mix two phases (SNR < 20 dB): what this guards."""
+    from dmtts.codec.periodic import HarmonicPhase
+
+    codec = _loud_harmonic_codec()
+    wav = _glide()
+    whole, streamed, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
+    with torch.inference_mode():
+        codes = codec.encode(torch.from_numpy(wav)[None, None])
+        long = codec.decode_long(codes, chunk_frames=40, context_frames=20)[0, 0].numpy()
+    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+
+    monkeypatch.setattr(HarmonicPhase, "anchored", lambda self, sample, cycles: HarmonicPhase())
+    whole, restarted, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, restarted) < 20, _snr(whole, restarted)
 
 
 def test_serve_streams_chunks_then_the_whole_wav(models, tmp_path):

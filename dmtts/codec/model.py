@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dmtts.codec.config import CodecModelConfig, PRESETS, model_config
+from dmtts.codec.periodic import HarmonicPhase
 from dmtts.codec.pitch import PitchFeatures, PitchPrediction, PitchTrack
 from dmtts.codec.rvq import ResidualVectorQuantizer
 from dmtts.codec.seanet import SEANetDecoder, SEANetEncoder, fold_weight_norm, has_weight_norm, scaled_conv_init_
@@ -193,18 +194,22 @@ class DMCodec(nn.Module):
             return self.encoder.forward_chunked(wav, self.inference_chunk_frames, 2)
         return self.encoder(wav)
 
-    def _decoder(self, z: torch.Tensor) -> torch.Tensor:
+    def _decoder(self, z: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
         if self._use_chunked(z):
-            return self.decoder.forward_chunked(z, self.inference_chunk_frames, 2)
-        return self.decoder(z)
+            return self.decoder.forward_chunked(z, self.inference_chunk_frames, 2, phase)
+        return self.decoder(z, phase)
 
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """``codes[B, K, T]`` (K <= n_q levels) -> ``wav[B, 1, T * hop]`` (or ``length`` samples)."""
+    def decode(self, codes: torch.Tensor, length: int | None = None, phase: HarmonicPhase | None = None) -> torch.Tensor:
+        """``codes[B, K, T]`` (K <= n_q levels) -> ``wav[B, 1, T * hop]`` (or ``length`` samples).
+
+        ``phase`` is for decoding overlapping windows of one signal one after another (streaming,
+        :meth:`decode_long`): it anchors and receives the harmonic head's running phase
+        (:class:`~dmtts.codec.periodic.HarmonicPhase`); other decoders ignore it."""
         if codes.dim() == 2:
             codes = codes[None]
         if codes.shape[-1] == 0:
             raise DmttsError("codes are empty (0 frames)")
-        wav = self._decoder(self.quantizer.decode(codes))
+        wav = self._decoder(self.quantizer.decode(codes), phase)
         return wav if length is None else wav[..., :length]
 
     def encode_long(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float = 30.0,
@@ -239,12 +244,16 @@ class DMCodec(nn.Module):
         if T <= chunk_frames + 2 * context_frames:
             return self.decode(codes)
         hop = self.hop_length
-        out = []
+        out, cycles = [], None
         for start in range(0, T, chunk_frames):
             lo, hi = max(0, start - context_frames), min(T, start + chunk_frames + context_frames)
-            wav = self.decode(codes[..., lo:hi])
             first = (start - lo) * hop
+            # the harmonic phase continues from the previous chunk, whose window ran past this start
+            phase = HarmonicPhase().anchored(first, cycles)
+            wav = self.decode(codes[..., lo:hi], phase=phase)
             out.append(wav[..., first: first + min(chunk_frames, T - start) * hop])
+            next_start = start + chunk_frames
+            cycles = phase.at((next_start - lo) * hop) if next_start < T else None
         return torch.cat(out, dim=-1)
 
     # -- weight norm / export -------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,34 @@ def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -
     return wav.reshape(spec.shape[0], 1, t * hop)
 
 
+@dataclass
+class HarmonicPhase:
+    """Keeps the harmonic head's oscillators continuous across separate decodes of overlapping
+    windows (streaming, :meth:`DMCodec.decode_long`).
+
+    A decode starts its running phase at the window's first sample, so two windows that overlap
+    disagree on the phase of the same harmonics, and joining them (cross-fade or cut) mixes two
+    phases: comb filtering and clicks. Pass one of these to ``decode``: the head shifts its cycle
+    count so that sample ``anchor_sample`` of this window has ``anchor_cycles`` (read from the
+    previous window with :meth:`at`), and records the window's cycle count in ``cycles``. With the
+    anchor where both windows' F0 is exact, the joined audio equals one whole decode. Decoders
+    without the harmonic head leave ``cycles`` at ``None`` and ignore the anchor.
+    """
+
+    anchor_sample: int | None = None
+    anchor_cycles: torch.Tensor | None = None  # [B] float64
+    cycles: torch.Tensor | None = None  # [B, N] float64, filled by the decode
+
+    def at(self, sample: int) -> torch.Tensor | None:
+        """The cycle count at ``sample`` of the last decode (``None`` without a harmonic head)."""
+        return None if self.cycles is None else self.cycles[:, sample]
+
+    def anchored(self, sample: int, cycles: torch.Tensor | None) -> "HarmonicPhase":
+        """A fresh phase for the next window, anchored at its ``sample`` (no anchor if ``cycles``
+        is ``None``: the first window, or a decoder without harmonics)."""
+        return HarmonicPhase(sample if cycles is not None else None, cycles)
+
+
 class HarmonicPlusNoiseHead(nn.Module):
     """``features[B, C, T]`` -> ``wav[B, 1, T * hop]``: harmonics at a predicted F0 plus an iSTFT
     for everything aperiodic (a source-filter decoder, as sinusoidal codecs such as codec2 are).
@@ -170,20 +199,21 @@ class HarmonicPlusNoiseHead(nn.Module):
         needed = math.ceil(self.sample_rate / 2 / max(float(f0.min()), self.f0_min))
         return self.harmonic_numbers[: min(needed, self.n_harmonics)]
 
-    def forward_with_pitch(self, x: torch.Tensor) -> tuple[torch.Tensor, PitchPrediction]:
+    def forward_with_pitch(self, x: torch.Tensor, phase: HarmonicPhase | None = None,
+                           ) -> tuple[torch.Tensor, PitchPrediction]:
         pitch = self.predict_pitch(x)
         f0 = pitch.f0.detach()
         amplitudes = self.harmonic_amplitudes(x, f0, torch.sigmoid(pitch.voicing_logit))
         harmonics = harmonic_synthesis(f0, amplitudes, self.hop, self.sample_rate,
-                                       self.harmonic_numbers[: amplitudes.shape[1]])
+                                       self.harmonic_numbers[: amplitudes.shape[1]], phase)
         return harmonics + self.noise(x), pitch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_pitch(x)[0]
+    def forward(self, x: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
+        return self.forward_with_pitch(x, phase)[0]
 
 
 def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sample_rate: int,
-                       harmonic_numbers: torch.Tensor) -> torch.Tensor:
+                       harmonic_numbers: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
     """``Σ_k a_k(n) sin(k φ(n))`` with ``φ`` the running phase of ``f0``: ``f0[B, T]`` Hz and
     ``amplitudes[B, K, T]`` per frame (values at frame centres, linear in between, as
     ``F.interpolate(mode="linear")``) -> ``wav[B, 1, T * hop]``.
@@ -194,6 +224,8 @@ def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sam
     a_k[t + 1]``, one batched matrix product per segment. The sum is the same as up-sampling the
     amplitudes and multiplying; forward + backward take 0.04 s instead of 0.14 s for a batch of
     8 x 1 s at 160 harmonics (``benchmarks/harmonic_synthesis.py``).
+
+    ``phase`` (optional) anchors the running phase and receives it (:class:`HarmonicPhase`).
     """
     batch, n_harmonics, frames = amplitudes.shape
     n = frames * hop
@@ -201,11 +233,16 @@ def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sam
     lead = hop - shift  # samples before that, in segment 0, with the first frame's amplitudes
     with torch.no_grad():
         f0_samples = F.interpolate(f0[:, None].float(), scale_factor=hop, mode="linear", align_corners=False)
-        cycles = torch.cumsum(f0_samples[:, 0].double() / sample_rate, dim=-1)
-        phase = (2 * math.pi * torch.frac(cycles)).float()  # [B, N], exact modulo one cycle
+        cycles = torch.cumsum(f0_samples[:, 0].double() / sample_rate, dim=-1)  # [B, N]
+        if phase is not None:
+            if phase.anchor_sample is not None:
+                at = cycles[:, phase.anchor_sample]
+                cycles = cycles + (phase.anchor_cycles.to(cycles) - at)[:, None]
+            phase.cycles = cycles
+        radians = (2 * math.pi * torch.frac(cycles)).float()  # exact modulo one cycle
         # segment j (0..T) covers the samples between frame centres j - 1 and j
-        phase = F.pad(phase, (lead, shift)).view(batch * (frames + 1), hop, 1)
-        sines = torch.sin_(phase * harmonic_numbers.float())  # [B * (T + 1), hop, K]
+        radians = F.pad(radians, (lead, shift)).view(batch * (frames + 1), hop, 1)
+        sines = torch.sin_(radians * harmonic_numbers.float())  # [B * (T + 1), hop, K]
         w = (torch.arange(hop, device=f0.device, dtype=torch.float32) + 0.5 + shift - hop / 2) / hop
     # amplitudes at each segment's two ends; the edges hold the first and last frames' values
     padded = torch.cat([amplitudes[..., :1], amplitudes, amplitudes[..., -1:]], dim=-1).float()

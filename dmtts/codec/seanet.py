@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from dmtts.codec.periodic import HarmonicPlusNoiseHead, ISTFTHead, activation as make_activation
+from dmtts.codec.periodic import HarmonicPhase, HarmonicPlusNoiseHead, ISTFTHead, activation as make_activation
 from dmtts.codec.pitch import PitchPrediction
 
 
@@ -270,8 +270,12 @@ class SEANetDecoder(nn.Module):
             raise ValueError(f"decoder head must be 'waveform', 'istft' or 'harmonic', got {head!r}")
         self.model = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``z[B, D, T]`` -> ``wav[B, 1, T * hop]``."""
+    def forward(self, z: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
+        """``z[B, D, T]`` -> ``wav[B, 1, T * hop]``; ``phase`` carries the harmonic head's
+        oscillators across windows (:class:`HarmonicPhase`; other heads have no phase)."""
+        head = self.model[-1]
+        if phase is not None and isinstance(head, HarmonicPlusNoiseHead):
+            return head(self.model[:-1](z), phase)
         return self.model(z)
 
     def forward_with_pitch(self, z: torch.Tensor) -> tuple[torch.Tensor, PitchPrediction | None]:
@@ -282,7 +286,8 @@ class SEANetDecoder(nn.Module):
             return self.model(z), None
         return head.forward_with_pitch(self.model[:-1](z))
 
-    def forward_chunked(self, z: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2) -> torch.Tensor:
+    def forward_chunked(self, z: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2,
+                        phase: HarmonicPhase | None = None) -> torch.Tensor:
         """Inference-only equivalent of :meth:`forward`: the up-sampling stack after the LSTM
         (receptive field about ±2 frames) runs per batch item on chunks with a halo; see
         :meth:`SEANetEncoder.forward_chunked`."""
@@ -293,7 +298,7 @@ class SEANetDecoder(nn.Module):
         # the iSTFT decoder works at (or near) the frame rate, where chunking saves nothing, and its
         # dilated residual units see further than a 2-frame halo
         if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, (ISTFTHead, HarmonicPlusNoiseHead)) for l in layers):
-            return self.model(z)
+            return self.forward(z, phase)
         h = head(z)
         hop = self.hop_length
         outs = []

@@ -37,6 +37,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from dmtts.codec.periodic import HarmonicPhase
 from dmtts.errors import DmttsError
 from dmtts.tts.robust import check_generation
 from dmtts.tts.synthesize import SynthesisItem, Synthesizer
@@ -110,6 +111,7 @@ class OverlapDecoder:
         self.crossfade = min(crossfade_frames, overlap_frames) * self.hop
         self.emitted = 0
         self.tail = np.zeros(0, np.float32)
+        self.cycles = None  # the harmonic head's phase at the next chunk's first sample
 
     def decode(self, codes: torch.Tensor, end: int, final: bool = False) -> np.ndarray:
         """The audio of frames ``[emitted, end)`` given ``codes [>= end + overlap, n_q]`` (the
@@ -119,9 +121,13 @@ class OverlapDecoder:
         if end <= start or stop > len(codes) or (final and end != len(codes)):
             raise ValueError(f"cannot decode frames [{start}, {end}) from {len(codes)} frames (final={final})")
         lo = max(0, start - self.context)
-        wav = self.codec.decode(codes[lo:stop].T[None])[0, 0].float().cpu().numpy()
+        # a harmonic decoder continues the previous window's phase, or the cross-fade would mix
+        # two phases of the same harmonics (HarmonicPhase)
+        phase = HarmonicPhase().anchored((start - lo) * hop, self.cycles)
+        wav = self.codec.decode(codes[lo:stop].T[None], phase=phase)[0, 0].float().cpu().numpy()
         piece = crossfade(self.tail, wav[(start - lo) * hop: (end - lo) * hop])
         self.tail = wav[(end - lo) * hop: (end - lo) * hop + self.crossfade]
+        self.cycles = phase.at((end - lo) * hop) if not final else None
         self.emitted = end
         return piece
 
