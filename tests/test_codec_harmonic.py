@@ -196,3 +196,22 @@ def test_encoder_pitch_adds_the_projected_yin_features_before_the_rvq(tmp_path):
     loaded = DMCodec.from_pretrained(codec.save_pretrained(tmp_path / "m", dtype="float16"))
     with torch.inference_mode():
         assert (loaded.encode(x) == codes).float().mean() > 0.9  # float16 weights: nearly the same codes
+
+
+def test_decoder_lookahead_is_how_far_ahead_the_decoded_audio_depends_on_its_input():
+    """Decoding a window that ends lookahead_frames() after frame t gives the samples before t
+    as decoding everything does; a window 2 frames shorter does not (the reach is real). For the
+    harmonic head: kernel-7 input convolution (3 frames) + residual units at dilations 1, 3, 9
+    (13) + half an iSTFT window (1.5), rounded up: 18."""
+    torch.manual_seed(0)
+    cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "lstm_layers": 0}})
+    decoder = DMCodec(cfg.model).eval().decoder
+    reach = decoder.lookahead_frames()
+    assert reach == 18
+    t, z = 20, torch.randn(1, cfg.model.dimension, 45)  # latents that change every frame
+    with torch.inference_mode():
+        whole = decoder(z)[..., : t * HOP]
+        exact = decoder(z[..., : t + reach])[..., : t * HOP]
+        short = decoder(z[..., : t + reach - 2])[..., : t * HOP]
+    assert torch.allclose(exact, whole, atol=1e-5)
+    assert (short - whole).abs().max() > 1e-4

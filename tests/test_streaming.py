@@ -75,7 +75,7 @@ def test_bad_settings_are_clear_errors(synth, item, kwargs, message):
 def test_chunks_arrive_while_the_ar_is_generating(synth, item):
     """Count the AR's steps at each chunk: a chunk of frames [s, e) comes out as soon as the AR has
     made e + lookahead + codec lookahead frames, long before it ends."""
-    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, StreamRecord, StreamSettings, stream_sentence
+    from dmtts.tts.streaming import StreamRecord, StreamSettings, codec_lookahead_frames, stream_sentence
 
     settings = StreamSettings(first_chunk_frames=8, chunk_frames=16, lookahead_frames=2, context_frames=10)
     steps_made = []
@@ -98,7 +98,7 @@ def test_chunks_arrive_while_the_ar_is_generating(synth, item):
     ends = np.cumsum([c["frames"] for c in record.chunks])
     assert [c["frames"] for c in record.chunks[:-1]] == [8] + [16] * (len(record.chunks) - 2)
     assert ends[-1] == total
-    delay = settings.lookahead_frames + CODEC_LOOKAHEAD_FRAMES
+    delay = settings.lookahead_frames + codec_lookahead_frames(synth.codec)
     for k, (end, steps) in enumerate(zip(ends[:-1], steps_at_chunk[:-1])):
         assert steps == end + delay, (k, end, steps)  # emitted at the first step that allows it
         assert not record.chunks[k]["ar_finished"]
@@ -228,14 +228,14 @@ def _snr(reference: np.ndarray, estimate: np.ndarray) -> float:
 def _whole_and_streamed(codec, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``wav`` encoded, then decoded whole and chunk by chunk as streaming does (chunks of 5
     frames doubling to 20); returns both and the chunk boundaries (samples)."""
-    from dmtts.tts.streaming import CODEC_LOOKAHEAD_FRAMES, OverlapDecoder, StreamSettings
+    from dmtts.tts.streaming import OverlapDecoder, StreamSettings
 
     with torch.inference_mode():
         codes = codec.encode(torch.from_numpy(wav)[None, None])[0].T  # [T, n_q]
         whole = codec.decode(codes.T[None])[0, 0].numpy()
         decoder, pieces, end, k = OverlapDecoder(codec), [], 0, 0
         settings = StreamSettings(first_chunk_frames=5, chunk_frames=20)
-        while end + settings.chunk_size(k) + CODEC_LOOKAHEAD_FRAMES <= len(codes):
+        while end + settings.chunk_size(k) + decoder.overlap <= len(codes):
             end += settings.chunk_size(k)
             pieces.append(decoder.decode(codes, end))
             k += 1
@@ -245,18 +245,28 @@ def _whole_and_streamed(codec, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 @pytest.mark.skipif(not (PRETRAINED / "codec" / "config.json").is_file(), reason="the shipped demo models are missing")
-def test_chunked_decoding_of_the_shipped_codec_is_exact_and_click_free():
+def test_chunked_decoding_of_the_shipped_codec_is_click_free_and_matches_the_whole_decoding():
     """Real codes (the shipped prompt, encoded by the shipped codec) decoded chunk by chunk as
-    streaming does equal the whole decoding up to float rounding (SNR > 80 dB), and no chunk
-    boundary steps further than the signal does around it."""
+    streaming does: no chunk boundary steps further than the signal does around it, and the
+    audio matches the whole decoding. A waveform-head codec matches it up to float rounding
+    (SNR > 80 dB). The harmonic head integrates F0 into its phase, and the trained decoder's
+    LSTM remembers longer than the 25-frame context, so small F0 differences shift the phase
+    within a chunk: it is held to STOI >= 0.98 against the whole decoding (docs/quality.md
+    measures 0.993 on 8 held-out utterances; 0.982 without the phase hand-over)."""
+    from pystoi import stoi
+
     from dmtts.codec.model import load_codec
+    from dmtts.codec.periodic import HarmonicPlusNoiseHead
     from dmtts.tts.streaming import boundary_jumps
 
     codec = load_codec(PRETRAINED / "codec")
     whole, streamed, boundaries = _whole_and_streamed(codec, sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0])
     assert streamed.shape == whole.shape
-    assert _snr(whole, streamed) > 80, _snr(whole, streamed)
     assert max(boundary_jumps(streamed, boundaries)) <= 1.0
+    if isinstance(codec.decoder.model[-1], HarmonicPlusNoiseHead):
+        assert stoi(whole, streamed, 16000) >= 0.98
+    else:
+        assert _snr(whole, streamed) > 80, _snr(whole, streamed)
 
 
 def _loud_harmonic_codec():

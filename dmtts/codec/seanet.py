@@ -286,6 +286,26 @@ class SEANetDecoder(nn.Module):
             return self.model(z), None
         return head.forward_with_pitch(self.model[:-1](z))
 
+    def lookahead_frames(self) -> int:
+        """How many frames after a sample's own frame the decoded sample depends on: the right
+        half of every non-causal convolution's reach, at the rate it runs, plus the heads'
+        (half an iSTFT window; one frame for the harmonics' interpolation). Decoding a window
+        that ends this many frames after a chunk decodes the chunk exactly (streaming)."""
+        step, reach = self.hop_length, 0  # samples per position at the current layer; samples ahead
+        for layer in self.model:
+            if isinstance(layer, SConvTranspose1d):
+                left = (layer.kernel_size - layer.stride) - (layer.kernel_size - layer.stride) // 2
+                reach += math.ceil(left / layer.stride) * step
+                step //= layer.stride
+            elif isinstance(layer, HarmonicPlusNoiseHead):
+                reach += max((layer.noise.n_fft - layer.noise.hop) // 2, layer.hop)
+            elif isinstance(layer, ISTFTHead):
+                reach += (layer.n_fft - layer.hop) // 2
+            else:
+                convs = [m for m in layer.modules() if isinstance(m, SConv1d)]
+                reach += sum(((c.kernel_size - 1) * c.dilation - (c.stride - 1)) // 2 for c in convs) * step
+        return math.ceil(reach / self.hop_length)
+
     def forward_chunked(self, z: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2,
                         phase: HarmonicPhase | None = None) -> torch.Tensor:
         """Inference-only equivalent of :meth:`forward`: the up-sampling stack after the LSTM

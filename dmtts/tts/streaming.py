@@ -10,8 +10,9 @@ enough ahead of the audio already emitted, the next chunk of ``n`` frames is mad
    equal the whole-utterance codes only when the window holds the whole utterance; elsewhere
    they are a close approximation, measured in ``docs/benchmarks.md``.
 2. **Codec on a window with overlap.** The codes of the chunk, ``CODEC_CONTEXT_FRAMES`` before it
-   (they warm up the decoder's LSTM) and ``CODEC_LOOKAHEAD_FRAMES`` after it (the decoder's
-   convolutions look a few frames ahead) are decoded with the codec's public ``decode``. The
+   (they warm up the decoder's LSTM) and ``codec_lookahead_frames(codec)`` after it (the
+   decoder's convolutions look a few frames ahead: 6 for the waveform head, 19 for the iSTFT and
+   harmonic heads) are decoded with the codec's public ``decode``. The
    chunk's samples are emitted; the first ``CODEC_CROSSFADE_FRAMES`` decoded after it are kept
    and cross-faded (raised cosine) into the start of the next chunk, so a boundary joins two
    decodings of the same frames instead of two signal edges. With the shipped codec the result
@@ -19,7 +20,7 @@ enough ahead of the audio already emitted, the next chunk of ``n`` frames is mad
 
 Chunk sizes start at ``first_chunk_frames`` (the time to first audio) and double up to
 ``chunk_frames`` (fewer windows, less repeated NAR and codec work). The AR must be
-``lookahead_frames + CODEC_LOOKAHEAD_FRAMES`` frames past a chunk's end before the chunk is made;
+``lookahead_frames + codec_lookahead_frames(codec)`` frames past a chunk's end before the chunk is made;
 when it ends, the rest is made at once.
 
 The level-1 codes are those of :meth:`Synthesizer.synthesize` with the same generator (the AR is
@@ -52,6 +53,14 @@ logger = logging.getLogger(__name__)
 CODEC_CONTEXT_FRAMES = 25  # left context of a codec window (LSTM warm-up)
 CODEC_LOOKAHEAD_FRAMES = 6  # decoded after a chunk: the decoder's convolutions look ahead
 CODEC_CROSSFADE_FRAMES = 2  # of them, cross-faded into the start of the next chunk
+
+
+def codec_lookahead_frames(codec) -> int:
+    """Frames decoded after a chunk: ``CODEC_LOOKAHEAD_FRAMES``, or more for a decoder that
+    reaches further (``SEANetDecoder.lookahead_frames`` + 1: the frame-rate residual stack of the
+    iSTFT and harmonic heads reaches 18 frames ahead)."""
+    reach = getattr(getattr(codec, "decoder", None), "lookahead_frames", None)
+    return max(CODEC_LOOKAHEAD_FRAMES, reach() + 1) if callable(reach) else CODEC_LOOKAHEAD_FRAMES
 
 
 @dataclass
@@ -104,11 +113,14 @@ class OverlapDecoder:
     """Chunk-by-chunk codec decoding with left context and a cross-faded overlap (step 2 of the
     module docstring), through the codec's public ``decode``."""
 
-    def __init__(self, codec, context_frames: int = CODEC_CONTEXT_FRAMES, overlap_frames: int = CODEC_LOOKAHEAD_FRAMES,
+    def __init__(self, codec, context_frames: int | None = None, overlap_frames: int | None = None,
                  crossfade_frames: int = CODEC_CROSSFADE_FRAMES):
-        self.codec, self.context, self.overlap = codec, context_frames, overlap_frames
+        self.codec = codec
+        self.overlap = overlap_frames if overlap_frames is not None else codec_lookahead_frames(codec)
+        # the left context covers the decoder's backward reach (as far as its forward one) + LSTM warm-up
+        self.context = context_frames if context_frames is not None else max(CODEC_CONTEXT_FRAMES, self.overlap + 6)
         self.hop = codec.hop_length
-        self.crossfade = min(crossfade_frames, overlap_frames) * self.hop
+        self.crossfade = min(crossfade_frames, self.overlap) * self.hop
         self.emitted = 0
         self.tail = np.zeros(0, np.float32)
         self.cycles = None  # the harmonic head's phase at the next chunk's first sample
@@ -179,9 +191,9 @@ def stream_sentence(synth: Synthesizer, item: SynthesisItem, settings: StreamSet
             end = start + settings.chunk_size(state["index"])
             if final:
                 end = avail
-            elif avail < end + settings.lookahead_frames + CODEC_LOOKAHEAD_FRAMES:
+            elif avail < end + settings.lookahead_frames + decoder.overlap:
                 return
-            decode_end = avail if final else end + CODEC_LOOKAHEAD_FRAMES
+            decode_end = avail if final else end + decoder.overlap
             if decode_end > state["nar_done"]:  # levels 2..n_q of [nar_done, decode_end)
                 lo = max(0, state["nar_done"] - settings.context_frames)
                 hi = avail if final else min(avail, decode_end + settings.lookahead_frames)
