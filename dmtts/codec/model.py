@@ -249,7 +249,7 @@ class DMCodec(nn.Module):
             lo, hi = max(0, start - context_frames), min(T, start + chunk_frames + context_frames)
             first = (start - lo) * hop
             # the harmonic phase continues from the previous chunk, whose window ran past this start
-            phase = HarmonicPhase().anchored(first, cycles)
+            phase = HarmonicPhase.anchored(first, cycles)
             wav = self.decode(codes[..., lo:hi], phase=phase)
             out.append(wav[..., first: first + min(chunk_frames, T - start) * hop])
             next_start = start + chunk_frames

@@ -119,10 +119,11 @@ class HarmonicPhase:
         """The cycle count at ``sample`` of the last decode (``None`` without a harmonic head)."""
         return None if self.cycles is None else self.cycles[:, sample]
 
-    def anchored(self, sample: int, cycles: torch.Tensor | None) -> "HarmonicPhase":
-        """A fresh phase for the next window, anchored at its ``sample`` (no anchor if ``cycles``
-        is ``None``: the first window, or a decoder without harmonics)."""
-        return HarmonicPhase(sample if cycles is not None else None, cycles)
+    @classmethod
+    def anchored(cls, sample: int, cycles: torch.Tensor | None) -> "HarmonicPhase":
+        """A phase for the next window, anchored at its ``sample`` (no anchor if ``cycles`` is
+        ``None``: the first window, or a decoder without harmonics)."""
+        return cls(sample if cycles is not None else None, cycles)
 
 
 class HarmonicPlusNoiseHead(nn.Module):

@@ -135,7 +135,7 @@ class OverlapDecoder:
         lo = max(0, start - self.context)
         # a harmonic decoder continues the previous window's phase, or the cross-fade would mix
         # two phases of the same harmonics (HarmonicPhase)
-        phase = HarmonicPhase().anchored((start - lo) * hop, self.cycles)
+        phase = HarmonicPhase.anchored((start - lo) * hop, self.cycles)
         wav = self.codec.decode(codes[lo:stop].T[None], phase=phase)[0, 0].float().cpu().numpy()
         piece = crossfade(self.tail, wav[(start - lo) * hop: (end - lo) * hop])
         self.tail = wav[(end - lo) * hop: (end - lo) * hop + self.crossfade]
