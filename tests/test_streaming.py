@@ -248,31 +248,23 @@ def _whole_and_streamed(codec, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 def test_chunked_decoding_of_the_shipped_codec_is_click_free_and_matches_the_whole_decoding():
     """Real codes (the shipped prompt, encoded by the shipped codec) decoded chunk by chunk as
     streaming does: no chunk boundary steps further than the signal does around it, and the
-    audio matches the whole decoding. A waveform-head codec matches it up to float rounding
-    (SNR > 80 dB). The harmonic head integrates F0 into its phase, and the trained decoder's
-    LSTM remembers longer than the 25-frame context, so small F0 differences shift the phase
-    within a chunk: it is held to STOI >= 0.98 against the whole decoding (docs/quality.md
-    measures 0.993 on 8 held-out utterances; 0.982 without the phase hand-over)."""
-    from pystoi import stoi
-
+    audio equals the whole decoding up to float rounding (SNR > 80 dB; 99 dB measured). The
+    shipped harmonic codec's decoder LSTM remembers for seconds: without the carried LSTM state
+    (LSTMCarry) this was -3 dB, without the phase hand-over the joins mix two phases."""
     from dmtts.codec.model import load_codec
-    from dmtts.codec.periodic import HarmonicPlusNoiseHead
     from dmtts.tts.streaming import boundary_jumps
 
     codec = load_codec(PRETRAINED / "codec")
     whole, streamed, boundaries = _whole_and_streamed(codec, sf.read(PRETRAINED / "prompt.wav", dtype="float32")[0])
     assert streamed.shape == whole.shape
     assert max(boundary_jumps(streamed, boundaries)) <= 1.0
-    if isinstance(codec.decoder.model[-1], HarmonicPlusNoiseHead):
-        assert stoi(whole, streamed, 16000) >= 0.98
-    else:
-        assert _snr(whole, streamed) > 80, _snr(whole, streamed)
+    assert _snr(whole, streamed) > 80, _snr(whole, streamed)
 
 
 def _loud_harmonic_codec():
     """A tiny random codec with the harmonic head, its harmonics (amplitude 1 each) louder than
-    its iSTFT part, so a phase error at a join shows. No LSTM: a random LSTM's memory outlasts
-    the streaming context (a trained one's does not: the shipped-codec test above)."""
+    its iSTFT part, so a phase error at a join shows. No LSTM, so that only the phase hand-over
+    is tested (the LSTM's carried state has its own test below)."""
     from dmtts.codec.config import training_config
     from dmtts.codec.model import DMCodec
 
@@ -307,6 +299,55 @@ def test_chunked_and_long_decoding_of_a_harmonic_codec_continue_its_phase(monkey
     monkeypatch.setattr(HarmonicPhase, "anchored", classmethod(lambda cls, sample, cycles: cls()))
     whole, restarted, _ = _whole_and_streamed(codec, wav)
     assert _snr(whole, restarted) < 20, _snr(whole, restarted)
+
+
+def _long_memory_codec(head: str):
+    """A tiny random codec whose decoder LSTM remembers for hundreds of frames (forget gates
+    biased to ~1), as a trained one can: its state must be carried between windows."""
+    from dmtts.codec.config import training_config
+    from dmtts.codec.model import DMCodec
+
+    torch.manual_seed(0)
+    codec = DMCodec(training_config("tiny", {"model": {"decoder_head": head}}).model).eval()
+    lstm = codec.decoder.model[codec.decoder._lstm_index()].lstm
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                p[lstm.hidden_size: 2 * lstm.hidden_size] = 8.0  # gate order: input, forget, cell, output
+        if head == "harmonic":
+            codec.decoder.model[-1].envelope.bias.fill_(0.0)
+    return codec
+
+
+@pytest.mark.parametrize("head", ["waveform", "harmonic"])
+def test_chunked_and_long_decoding_carry_the_decoder_lstm_state(head, monkeypatch):
+    """Each window's LSTM starts from the state a whole decode has there (LSTMCarry): streamed
+    chunks and decode_long's chunks equal one whole decode (SNR > 60 dB; 141 and 81 dB measured)
+    although the LSTM remembers far longer than the 25-frame context. Restarting the LSTM per
+    window, as before, gives about 0 dB (3 and -2 dB measured): what this guards."""
+    from dmtts.codec.seanet import SLSTM
+
+    codec = _long_memory_codec(head)
+    assert codec.decoder.carry_lead_frames() == 3  # the input convolution's kernel of 7
+    wav = _glide()
+    whole, streamed, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
+    with torch.inference_mode():
+        long = codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40,
+                                 context_frames=20)[0, 0].numpy()
+    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+    with pytest.raises(DmttsError, match="decode_long needs context_frames >= 2"):
+        codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40, context_frames=1)
+
+    carried = SLSTM.forward_carried
+
+    def restarted(self, x, carry):
+        carry.state = None
+        return carried(self, x, carry)
+
+    monkeypatch.setattr(SLSTM, "forward_carried", restarted)
+    _, forgetful, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, forgetful) < 20, _snr(whole, forgetful)
 
 
 def test_serve_streams_chunks_then_the_whole_wav(models, tmp_path):

@@ -28,7 +28,8 @@ from dmtts.codec.config import CodecModelConfig, PRESETS, model_config
 from dmtts.codec.periodic import HarmonicPhase
 from dmtts.codec.pitch import PitchFeatures, PitchPrediction, PitchTrack
 from dmtts.codec.rvq import ResidualVectorQuantizer
-from dmtts.codec.seanet import SEANetDecoder, SEANetEncoder, fold_weight_norm, has_weight_norm, scaled_conv_init_
+from dmtts.codec.seanet import (LSTMCarry, SEANetDecoder, SEANetEncoder, fold_weight_norm, has_weight_norm,
+                                scaled_conv_init_)
 from dmtts.config import from_dict, to_dict
 from dmtts.errors import DmttsError
 from dmtts.utils import atomic_path, atomic_write_text
@@ -194,22 +195,26 @@ class DMCodec(nn.Module):
             return self.encoder.forward_chunked(wav, self.inference_chunk_frames, 2)
         return self.encoder(wav)
 
-    def _decoder(self, z: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
+    def _decoder(self, z: torch.Tensor, phase: HarmonicPhase | None = None,
+                 carry: LSTMCarry | None = None) -> torch.Tensor:
         if self._use_chunked(z):
-            return self.decoder.forward_chunked(z, self.inference_chunk_frames, 2, phase)
-        return self.decoder(z, phase)
+            return self.decoder.forward_chunked(z, self.inference_chunk_frames, 2, phase, carry)
+        return self.decoder(z, phase, carry)
 
-    def decode(self, codes: torch.Tensor, length: int | None = None, phase: HarmonicPhase | None = None) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, length: int | None = None, phase: HarmonicPhase | None = None,
+               carry: LSTMCarry | None = None) -> torch.Tensor:
         """``codes[B, K, T]`` (K <= n_q levels) -> ``wav[B, 1, T * hop]`` (or ``length`` samples).
 
-        ``phase`` is for decoding overlapping windows of one signal one after another (streaming,
-        :meth:`decode_long`): it anchors and receives the harmonic head's running phase
-        (:class:`~dmtts.codec.periodic.HarmonicPhase`); other decoders ignore it."""
+        ``phase`` and ``carry`` are for decoding overlapping windows of one signal one after
+        another (streaming, :meth:`decode_long`): ``phase`` anchors and receives the harmonic
+        head's running phase (:class:`~dmtts.codec.periodic.HarmonicPhase`; other decoders ignore
+        it), ``carry`` the decoder LSTM's state (:class:`~dmtts.codec.seanet.LSTMCarry`; the audio
+        then starts after its ``lead`` frames)."""
         if codes.dim() == 2:
             codes = codes[None]
-        if codes.shape[-1] == 0:
+        if codes.shape[-1] <= (carry.lead if carry is not None else 0):
             raise DmttsError("codes are empty (0 frames)")
-        wav = self._decoder(self.quantizer.decode(codes), phase)
+        wav = self._decoder(self.quantizer.decode(codes), phase, carry)
         return wav if length is None else wav[..., :length]
 
     def encode_long(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float = 30.0,
@@ -243,17 +248,21 @@ class DMCodec(nn.Module):
         T = codes.shape[-1]
         if T <= chunk_frames + 2 * context_frames:
             return self.decode(codes)
-        hop = self.hop_length
-        out, cycles = [], None
+        hop, lead_max = self.hop_length, self.decoder.carry_lead_frames()
+        if 2 * context_frames < lead_max:
+            raise DmttsError(f"decode_long needs context_frames >= {(lead_max + 1) // 2}, got {context_frames}")
+        out, cycles, state = [], None, None
         for start in range(0, T, chunk_frames):
             lo, hi = max(0, start - context_frames), min(T, start + chunk_frames + context_frames)
+            lead, next_start = min(lo, lead_max), start + chunk_frames
             first = (start - lo) * hop
-            # the harmonic phase continues from the previous chunk, whose window ran past this start
+            # the harmonic phase and the LSTM state continue from the previous chunk's window
             phase = HarmonicPhase.anchored(first, cycles)
-            wav = self.decode(codes[..., lo:hi], phase=phase)
+            carry = LSTMCarry(state, lead, max(0, next_start - context_frames) - lo if next_start < T else None)
+            wav = self.decode(codes[..., lo - lead:hi], phase=phase, carry=carry)
             out.append(wav[..., first: first + min(chunk_frames, T - start) * hop])
-            next_start = start + chunk_frames
             cycles = phase.at((next_start - lo) * hop) if next_start < T else None
+            state = carry.saved
         return torch.cat(out, dim=-1)
 
     # -- weight norm / export -------------------------------------------------------------------------

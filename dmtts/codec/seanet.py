@@ -15,6 +15,7 @@ parameter layout and the frame count match the public implementation: 1 s at 16 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -109,6 +110,52 @@ class SLSTM(nn.Module):
             skip = xt.repeat(1, 2) if self.bidirectional else xt
             out.append((y[i, : int(lengths[i])] + skip).transpose(0, 1))
         return out
+
+    def forward_carried(self, x: torch.Tensor, carry: "LSTMCarry") -> torch.Tensor:
+        """:meth:`forward` starting from ``carry.state``; records the state after frame
+        ``carry.save_at - 1`` in ``carry.saved`` (unidirectional only)."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional LSTM's state cannot be carried between windows")
+        xt = x.transpose(1, 2)  # [B, T, C]
+        frames = xt.shape[1]
+        cut = frames if carry.save_at is None else carry.save_at
+        if not 0 <= cut <= frames:
+            raise ValueError(f"LSTMCarry.save_at={carry.save_at} is outside the window's {frames} frames")
+        parts, state = [], carry.state
+        if cut > 0:
+            y, state = self.lstm(xt[:, :cut], state)
+            parts.append(y)
+        if carry.save_at is not None:
+            carry.saved = state
+        if cut < frames:
+            parts.append(self.lstm(xt[:, cut:], state)[0])
+        return (torch.cat(parts, dim=1) + xt).transpose(1, 2)
+
+
+@dataclass
+class LSTMCarry:
+    """Carries the decoder LSTM's state from one decode window to the next, so that decoding
+    overlapping windows one after another (streaming, :meth:`DMCodec.decode_long`) equals one
+    whole decode, however long the trained LSTM remembers.
+
+    Without it each window's LSTM starts from zeros and has only the window's left context to
+    warm up in; a trained decoder's LSTM can remember for seconds (docs/quality.md). With it:
+
+    * ``state`` is the LSTM's state just before the window's first output frame, as a whole
+      decode has it (``None``: zeros, the utterance start);
+    * the window's first ``lead`` frames only give the convolutions before the LSTM their left
+      context (``SEANetDecoder.carry_lead_frames``); the decode returns the audio of the frames
+      after them;
+    * the decode records in ``saved`` the state before output frame ``save_at`` of this window,
+      where the next window will start. The LSTM's inputs up to there must be final: ``save_at``
+      must lie ``carry_lead_frames`` or more before the window's end (or the window must end the
+      utterance).
+    """
+
+    state: tuple[torch.Tensor, torch.Tensor] | None = None
+    lead: int = 0
+    save_at: int | None = None
+    saved: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class ResidualUnit(nn.Module):
@@ -270,13 +317,41 @@ class SEANetDecoder(nn.Module):
             raise ValueError(f"decoder head must be 'waveform', 'istft' or 'harmonic', got {head!r}")
         self.model = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, phase: HarmonicPhase | None = None,
+                carry: LSTMCarry | None = None) -> torch.Tensor:
         """``z[B, D, T]`` -> ``wav[B, 1, T * hop]``; ``phase`` carries the harmonic head's
-        oscillators across windows (:class:`HarmonicPhase`; other heads have no phase)."""
-        head = self.model[-1]
+        oscillators across windows (:class:`HarmonicPhase`; other heads have no phase), ``carry``
+        the LSTM's state (:class:`LSTMCarry`; the output then starts after ``carry.lead`` frames)."""
+        h, rest = self._trunk(z, carry)
+        head = rest[-1]
         if phase is not None and isinstance(head, HarmonicPlusNoiseHead):
-            return head(self.model[:-1](z), phase)
-        return self.model(z)
+            return head(rest[:-1](h), phase)
+        return rest(h)
+
+    def _lstm_index(self) -> int | None:
+        return next((i for i, layer in enumerate(self.model) if isinstance(layer, SLSTM)), None)
+
+    def carry_lead_frames(self) -> int:
+        """Frames of codes before a window's first output frame that a carried window
+        (:class:`LSTMCarry`) needs: the left reach of the convolutions before the LSTM (3 with the
+        input convolution's kernel of 7)."""
+        i = self._lstm_index()
+        first = self.model[: 1 if i is None else i]
+        convs = [m for m in first.modules() if isinstance(m, SConv1d)]
+        return sum((c.kernel_size - 1) * c.dilation - ((c.kernel_size - 1) * c.dilation) // 2 for c in convs)
+
+    def _trunk(self, z: torch.Tensor, carry: LSTMCarry | None) -> tuple[torch.Tensor, nn.Sequential]:
+        """Without ``carry``: ``(z, all layers)``. With it: the layers up to the LSTM run on the
+        window, the ``carry.lead`` frames are dropped, the LSTM runs from the carried state;
+        returns that output and the layers after the LSTM."""
+        if carry is None:
+            return z, self.model
+        i = self._lstm_index()
+        cut = 1 if i is None else i
+        h = self.model[:cut](z)[..., carry.lead:]
+        if i is None:
+            return h, self.model[cut:]
+        return self.model[i].forward_carried(h, carry), self.model[i + 1:]
 
     def forward_with_pitch(self, z: torch.Tensor) -> tuple[torch.Tensor, PitchPrediction | None]:
         """:meth:`forward` plus the harmonic head's F0 and voicing prediction (``None`` for the
@@ -307,19 +382,21 @@ class SEANetDecoder(nn.Module):
         return math.ceil(reach / self.hop_length)
 
     def forward_chunked(self, z: torch.Tensor, chunk_frames: int = 50, halo_frames: int = 2,
-                        phase: HarmonicPhase | None = None) -> torch.Tensor:
+                        phase: HarmonicPhase | None = None, carry: LSTMCarry | None = None) -> torch.Tensor:
         """Inference-only equivalent of :meth:`forward`: the up-sampling stack after the LSTM
         (receptive field about ±2 frames) runs per batch item on chunks with a halo; see
         :meth:`SEANetEncoder.forward_chunked`."""
         layers = list(self.model)
-        cut = next((i + 1 for i, l in enumerate(layers) if isinstance(l, SLSTM)), 1)
-        head, tail = nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
-        frames = z.shape[-1]
+        frames = z.shape[-1] - (carry.lead if carry is not None else 0)
         # the iSTFT decoder works at (or near) the frame rate, where chunking saves nothing, and its
         # dilated residual units see further than a 2-frame halo
         if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, (ISTFTHead, HarmonicPlusNoiseHead)) for l in layers):
-            return self.forward(z, phase)
-        h = head(z)
+            return self.forward(z, phase, carry)
+        if carry is not None:
+            h, tail = self._trunk(z, carry)
+        else:
+            cut = next((i + 1 for i, l in enumerate(layers) if isinstance(l, SLSTM)), 1)
+            h, tail = nn.Sequential(*layers[:cut])(z), nn.Sequential(*layers[cut:])
         hop = self.hop_length
         outs = []
         for b in range(h.shape[0]):

@@ -10,13 +10,14 @@ enough ahead of the audio already emitted, the next chunk of ``n`` frames is mad
    equal the whole-utterance codes only when the window holds the whole utterance; elsewhere
    they are a close approximation, measured in ``docs/benchmarks.md``.
 2. **Codec on a window with overlap.** The codes of the chunk, ``CODEC_CONTEXT_FRAMES`` before it
-   (they warm up the decoder's LSTM) and ``codec_lookahead_frames(codec)`` after it (the
-   decoder's convolutions look a few frames ahead: 6 for the waveform head, 19 for the iSTFT and
-   harmonic heads) are decoded with the codec's public ``decode``. The
-   chunk's samples are emitted; the first ``CODEC_CROSSFADE_FRAMES`` decoded after it are kept
-   and cross-faded (raised cosine) into the start of the next chunk, so a boundary joins two
-   decodings of the same frames instead of two signal edges. With the shipped codec the result
-   equals decoding the whole utterance at once up to float rounding.
+   (the decoder's convolutions look as far back as ahead) and ``codec_lookahead_frames(codec)``
+   after it (6 frames for the waveform head, 19 for the iSTFT and harmonic heads) are decoded
+   with the codec's public ``decode``, continuing the previous window's decoder LSTM state
+   (``LSTMCarry``) and harmonic phase (``HarmonicPhase``). The chunk's samples are emitted; the
+   first ``CODEC_CROSSFADE_FRAMES`` decoded after it are kept and cross-faded (raised cosine)
+   into the start of the next chunk, so a boundary joins two decodings of the same frames
+   instead of two signal edges. The result equals decoding the whole utterance at once up to
+   float rounding.
 
 Chunk sizes start at ``first_chunk_frames`` (the time to first audio) and double up to
 ``chunk_frames`` (fewer windows, less repeated NAR and codec work). The AR must be
@@ -39,18 +40,20 @@ import numpy as np
 import torch
 
 from dmtts.codec.periodic import HarmonicPhase
+from dmtts.codec.seanet import LSTMCarry
 from dmtts.errors import DmttsError
 from dmtts.tts.robust import check_generation
 from dmtts.tts.synthesize import SynthesisItem, Synthesizer
 
 logger = logging.getLogger(__name__)
 
-# Measured on the shipped demo codec (docs/benchmarks.md): 5 frames of context already warm the
-# LSTM up to float rounding, and with 4 frames decoded after a chunk its last sample is exact, so
-# the streamed audio equals the whole-utterance decoding of the same codes (SNR ~100 dB). The
-# margins below keep that for a decoder that looks further ahead; the cross-fade covers the frames
-# after a chunk that were decoded with >= 4 frames after them, i.e. two exact decodings.
-CODEC_CONTEXT_FRAMES = 25  # left context of a codec window (LSTM warm-up)
+# Measured on the v1 demo codec (docs/benchmarks.md): with 4 frames decoded after a chunk its
+# last sample is exact, so the streamed audio equals the whole-utterance decoding of the same
+# codes (SNR ~100 dB). The margins below keep that for a decoder that looks further ahead; the
+# cross-fade covers the frames after a chunk that were decoded with >= 4 frames after them, i.e.
+# two exact decodings. The decoder LSTM's state is carried between windows (LSTMCarry): a
+# trained LSTM can remember far longer than any affordable context.
+CODEC_CONTEXT_FRAMES = 25  # left context of a codec window (the convolutions' backward reach)
 CODEC_LOOKAHEAD_FRAMES = 6  # decoded after a chunk: the decoder's convolutions look ahead
 CODEC_CROSSFADE_FRAMES = 2  # of them, cross-faded into the start of the next chunk
 
@@ -117,13 +120,16 @@ class OverlapDecoder:
                  crossfade_frames: int = CODEC_CROSSFADE_FRAMES):
         self.codec = codec
         self.overlap = overlap_frames if overlap_frames is not None else codec_lookahead_frames(codec)
-        # the left context covers the decoder's backward reach (as far as its forward one) + LSTM warm-up
+        # the left context covers the decoder's backward reach (as far as its forward one); the
+        # LSTM's state is carried, not warmed up
         self.context = context_frames if context_frames is not None else max(CODEC_CONTEXT_FRAMES, self.overlap + 6)
         self.hop = codec.hop_length
         self.crossfade = min(crossfade_frames, self.overlap) * self.hop
         self.emitted = 0
         self.tail = np.zeros(0, np.float32)
         self.cycles = None  # the harmonic head's phase at the next chunk's first sample
+        self.lead = codec.decoder.carry_lead_frames()
+        self.lstm_state = None  # the decoder LSTM's state at the next window's first frame
 
     def decode(self, codes: torch.Tensor, end: int, final: bool = False) -> np.ndarray:
         """The audio of frames ``[emitted, end)`` given ``codes [>= end + overlap, n_q]`` (the
@@ -133,13 +139,17 @@ class OverlapDecoder:
         if end <= start or stop > len(codes) or (final and end != len(codes)):
             raise ValueError(f"cannot decode frames [{start}, {end}) from {len(codes)} frames (final={final})")
         lo = max(0, start - self.context)
+        lead = min(lo, self.lead)
         # a harmonic decoder continues the previous window's phase, or the cross-fade would mix
-        # two phases of the same harmonics (HarmonicPhase)
+        # two phases of the same harmonics (HarmonicPhase); the LSTM continues from the state a
+        # whole decode has at this window's start (LSTMCarry), recorded where the next one starts
         phase = HarmonicPhase.anchored((start - lo) * hop, self.cycles)
-        wav = self.codec.decode(codes[lo:stop].T[None], phase=phase)[0, 0].float().cpu().numpy()
+        carry = LSTMCarry(self.lstm_state, lead, None if final else max(0, end - self.context) - lo)
+        wav = self.codec.decode(codes[lo - lead:stop].T[None], phase=phase, carry=carry)[0, 0].float().cpu().numpy()
         piece = crossfade(self.tail, wav[(start - lo) * hop: (end - lo) * hop])
         self.tail = wav[(end - lo) * hop: (end - lo) * hop + self.crossfade]
         self.cycles = phase.at((end - lo) * hop) if not final else None
+        self.lstm_state = carry.saved
         self.emitted = end
         return piece
 
