@@ -69,6 +69,11 @@ if run_stage 1 && ! stage_done prepare; then
   # Codec reconstruction is scored on the held-out speaker (never seen by the codec).
   dmtts subset codec-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --num 20 --seed "${seed}" \
     --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_codec_eval.jsonl.gz
+  if [ "${scale}" = quality ]; then
+    # and on every held-out utterance (120, 1,340 words): 20 cannot tell a few words apart
+    dmtts subset codec-eval --cuts data/cuts/demo_cuts_test.jsonl.gz --num 100000 --seed "${seed}" \
+      --exclude-speakers-in data/cuts/demo_cuts_train.jsonl.gz --out data/cuts/demo_codec_eval_all.jsonl.gz
+  fi
   # Zero-shot pairs: only speakers never seen in training. The 3 s prompt is the start of its
   # (silence-trimmed) utterance: it starts on speech and ends inside the sentence. An `end` crop
   # ends where a training utterance ends, and the AR then emits <eos> at once (12 of 20 pairs
@@ -249,6 +254,15 @@ if run_stage 10 && ! stage_done evaluate; then
   dmtts eval significance --scores exp/codec/eval/scores_{dmcodec_nq{1,3,6,8},codec2_{3200,1300},opus_{6,9}kbps}.csv \
     --metric wer stoi --output-dir exp/codec/eval/significance
   codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
+  if [ -f data/cuts/demo_codec_eval_all.jsonl.gz ]; then
+    # The 20 utterances above differ by a word or two between close systems (one word is 0.5 WER
+    # points): 8 levels and the two baselines on every held-out utterance, with significance.
+    dmtts eval codec --model "${codec_dir}" --cuts data/cuts/demo_codec_eval_all.jsonl.gz \
+      --output-dir exp/codec/eval_all --n-q 8 --baselines codec2:3200 opus:6 --metrics wer stoi pesq sim
+    dmtts eval significance --scores exp/codec/eval_all/scores_{dmcodec_nq8,codec2_3200,opus_6kbps}.csv \
+      --metric wer stoi pesq --output-dir exp/codec/eval_all/significance
+    codec_evals+=" exp/codec/eval_all"
+  fi
   if ${with_pretrained}; then
     dmtts eval codec --model "${pretrained}/codec" --cuts data/cuts/demo_codec_eval.jsonl.gz \
       --output-dir exp/pretrained/codec_eval --n-q 1 8 --name pretrained_dmcodec \
