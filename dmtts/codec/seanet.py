@@ -392,11 +392,7 @@ class SEANetDecoder(nn.Module):
         # dilated residual units see further than a 2-frame halo
         if frames <= chunk_frames + 2 * halo_frames or any(isinstance(l, (ISTFTHead, HarmonicPlusNoiseHead)) for l in layers):
             return self.forward(z, phase, carry)
-        if carry is not None:
-            h, tail = self._trunk(z, carry)
-        else:
-            cut = next((i + 1 for i, l in enumerate(layers) if isinstance(l, SLSTM)), 1)
-            h, tail = nn.Sequential(*layers[:cut])(z), nn.Sequential(*layers[cut:])
+        h, tail = self._trunk(z, carry or LSTMCarry())  # split after the LSTM (zeros: a fresh start)
         hop = self.hop_length
         outs = []
         for b in range(h.shape[0]):
