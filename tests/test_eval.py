@@ -206,8 +206,8 @@ def test_scores_csv_roundtrip(tmp_path):
                                                            {"utt_id": "u2", "wer": math.nan}])
     with open(p) as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["utt_id", "wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy"]
-    assert rows[1] == ["u1", "12.5", "", "0.9", "", "", "", "", ""]
+    assert rows[0] == ["utt_id", "wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy", "comb"]
+    assert rows[1] == ["u1", "12.5", "", "0.9", "", "", "", "", "", ""]
     back = read_scores_csv(p)
     assert back["u1"]["wer"] == 12.5 and math.isnan(back["u2"]["wer"]) and math.isnan(back["u1"]["pesq"])
     assert system_name_from_path(p) == "sys_nq8"
@@ -276,7 +276,7 @@ def test_codec_eval_cli_on_tiny_codec(tmp_path, monkeypatch):
     sf.write(other / "utt0.wav", wavs[0], SR)  # a "perfect" baseline with one file missing
     rc = main(["eval", "codec", "--model", str(tmp_path / "exp" / "export"), "--cuts", str(tmp_path / "cuts.jsonl.gz"),
                "--n-q", "1", "2", "--systems", f"copy={other}", "--metrics", "wer", "wil", "stoi", "sim", "mos_proxy",
-               "--device", "cpu", "--figure-utts", "2"])
+               "comb", "--device", "cpu", "--figure-utts", "2"])
     assert rc == 0
     out = tmp_path / "exp" / "eval"
     names = sorted(p.name for p in out.glob("scores_*.csv"))
@@ -290,6 +290,11 @@ def test_codec_eval_cli_on_tiny_codec(tmp_path, monkeypatch):
     assert float(by["ground_truth"]["wer"]) == 0.0 and by["ground_truth"]["stoi"] == ""
     assert float(by["copy"]["stoi"]) == pytest.approx(1.0, abs=1e-3) and by["copy"]["n"] == "1"
     assert float(by["copy"]["sim"]) == pytest.approx(1.0, abs=1e-3)
+    # the comb needs no reference: the originals get it too, and an exact copy scores the same
+    gt_comb = {r["utt_id"]: r["comb"] for r in csv.DictReader(open(out / "scores_ground_truth.csv"))}
+    copy_comb = {r["utt_id"]: r["comb"] for r in csv.DictReader(open(out / "scores_copy.csv"))}
+    assert copy_comb["utt0"] == gt_comb["utt0"] != ""
+    assert "comb dB" in (out / "summary.md").read_text()
     assert by["dmcodec_nq2"]["bitrate_kbps"] == "0.7"  # 50 Hz x log2(128) bits x 2 levels
     md = (out / "summary.md").read_text()
     assert "fake-asr" in md and "resemblyzer" in md and "fake-mos" in md

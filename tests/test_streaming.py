@@ -296,9 +296,39 @@ def test_chunked_and_long_decoding_of_a_harmonic_codec_continue_its_phase(monkey
         long = codec.decode_long(codes, chunk_frames=40, context_frames=20)[0, 0].numpy()
     assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
 
-    monkeypatch.setattr(HarmonicPhase, "anchored", classmethod(lambda cls, sample, cycles: cls()))
+    monkeypatch.setattr(HarmonicPhase, "anchored", classmethod(lambda cls, sample, cycles, first_frame=0: cls()))
     whole, restarted, _ = _whole_and_streamed(codec, wav)
     assert _snr(whole, restarted) < 20, _snr(whole, restarted)
+
+
+def test_chunked_and_long_decoding_continue_the_noise_rotation_by_frame_index(monkeypatch):
+    """With the aperiodic part's phase rotation (``harmonic_noise_rotation``), each window reads
+    the rotation table from its first frame's index in the signal: streamed chunks and
+    decode_long's chunks equal one whole decode (SNR > 60 dB). Windows that start the table
+    at their own first frame disagree with it (SNR < 20 dB): what this guards."""
+    from dmtts.codec.config import training_config
+    from dmtts.codec.model import DMCodec
+    from dmtts.codec.periodic import HarmonicPhase
+
+    torch.manual_seed(0)
+    config = training_config("tiny", {"model": {"decoder_head": "harmonic", "lstm_layers": 0,
+                                                "harmonic_noise_rotation": True}}).model
+    codec = DMCodec(config).eval()
+    with torch.no_grad():  # harmonics silenced: only the rotated iSTFT part is heard
+        codec.decoder.model[-1].envelope.bias.fill_(-30.0)
+    wav = _glide()
+    whole, streamed, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
+    with torch.inference_mode():
+        long = codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40,
+                                 context_frames=20)[0, 0].numpy()
+    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+
+    anchored = HarmonicPhase.anchored.__func__
+    monkeypatch.setattr(HarmonicPhase, "anchored",
+                        classmethod(lambda cls, sample, cycles, first_frame=0: anchored(cls, sample, cycles)))
+    _, misplaced, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, misplaced) < 20, _snr(whole, misplaced)
 
 
 def _long_memory_codec(head: str):

@@ -72,6 +72,10 @@ class CodecModelConfig:
     harmonic_f0_min: float = 50.0  # harmonic head: F0 range in Hz (also the YIN search range)
     harmonic_f0_max: float = 600.0
     harmonic_envelope_bins: int = 129  # harmonic head: linear-frequency bins of the envelope, 0..Nyquist
+    # harmonic head: rotate the aperiodic (iSTFT) part's phase by a pseudo-random angle per frame
+    # (random in training, a fixed table by absolute frame at inference), so frames that repeat
+    # cannot overlap-add into a comb at the frame rate (dmtts/codec/periodic.py, ISTFTHead)
+    harmonic_noise_rotation: bool = False
     # add YIN log-F0, voicing and aperiodicity of the input (1x1 conv) to the encoder output
     # before the RVQ, so the tokens carry pitch from the start (dmtts/codec/pitch.py)
     encoder_pitch: bool = False
@@ -358,7 +362,10 @@ def validate_periodic(cfg: CodecTrainingConfig) -> None:
         if not 0 < m.harmonic_f0_min < m.harmonic_f0_max < m.sample_rate / 2 or m.harmonic_envelope_bins < 2:
             raise DmttsError(f"model.harmonic_f0_min/max ({m.harmonic_f0_min}, {m.harmonic_f0_max}) must satisfy "
                              f"0 < min < max < {m.sample_rate / 2} and harmonic_envelope_bins >= 2")
-    elif l.lambda_f0 > 0 or l.lambda_voicing > 0:
+    elif m.harmonic_noise_rotation:
+        raise DmttsError("model.harmonic_noise_rotation needs model.decoder_head: harmonic (it rotates the "
+                         "aperiodic part; an iSTFT-only head carries the harmonics in that phase)")
+    if m.decoder_head != "harmonic" and (l.lambda_f0 > 0 or l.lambda_voicing > 0):
         raise DmttsError("loss.lambda_f0 / lambda_voicing need model.decoder_head: harmonic (only it predicts F0)")
     if m.decoder_head in ("istft", "harmonic"):
         hops, hop = [], 1

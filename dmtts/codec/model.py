@@ -72,7 +72,8 @@ class DMCodec(nn.Module):
                                      istft_residual_layers=config.istft_residual_layers,
                                      sample_rate=config.sample_rate, harmonic_f0_min=config.harmonic_f0_min,
                                      harmonic_f0_max=config.harmonic_f0_max,
-                                     harmonic_envelope_bins=config.harmonic_envelope_bins)
+                                     harmonic_envelope_bins=config.harmonic_envelope_bins,
+                                     harmonic_noise_rotation=config.harmonic_noise_rotation)
         if config.conv_init == "scaled":
             scaled_conv_init_(self.encoder)
             scaled_conv_init_(self.decoder)
@@ -256,8 +257,9 @@ class DMCodec(nn.Module):
             lo, hi = max(0, start - context_frames), min(T, start + chunk_frames + context_frames)
             lead, next_start = min(lo, lead_max), start + chunk_frames
             first = (start - lo) * hop
-            # the harmonic phase and the LSTM state continue from the previous chunk's window
-            phase = HarmonicPhase.anchored(first, cycles)
+            # the harmonic phase, the noise rotation's frame index and the LSTM state continue
+            # from the previous chunk's window
+            phase = HarmonicPhase.anchored(first, cycles, first_frame=lo)
             carry = LSTMCarry(state, lead, max(0, next_start - context_frames) - lo if next_start < T else None)
             wav = self.decode(codes[..., lo - lead:hi], phase=phase, carry=carry)
             out.append(wav[..., first: first + min(chunk_frames, T - start) * hop])

@@ -56,9 +56,22 @@ class ISTFTHead(nn.Module):
     summed squared window, with ``(n_fft - hop) / 2`` samples trimmed at both ends ("same"
     padding), so ``T`` frames give exactly ``T * hop`` samples and frame ``t`` is centred on
     samples ``[t * hop, (t + 1) * hop)``, the span the encoder's frame ``t`` summarises.
+
+    ``rotate`` (for the aperiodic part of :class:`HarmonicPlusNoiseHead`) adds one pseudo-random
+    angle per frame to every bin's phase. Where the predicted frames repeat (nothing constrains
+    their phase without a waveform loss), the overlap-added output repeats with the hop: a comb
+    of stationary lines at multiples of the frame rate (50 Hz), the "fixed-frequency lines" of
+    issue 16. A rotation common to all bins keeps each frame's group delay, hence where its
+    energy sits in time (transients), and makes consecutive frames incoherent, so no comb can
+    form. Training draws the angles afresh (the decoder cannot learn to rely on them);
+    inference reads them from a fixed table by absolute frame index (``first_frame`` + t), so
+    decoding is deterministic and windows of one signal decoded apart agree (streaming).
     """
 
-    def __init__(self, channels: int, n_fft: int, hop: int, max_log_magnitude: float = 6.0):
+    ROTATION_TABLE_FRAMES = 4096  # 82 s at 50 Hz before the angles repeat
+    ROTATION_SEED = 20261203
+
+    def __init__(self, channels: int, n_fft: int, hop: int, max_log_magnitude: float = 6.0, rotate: bool = False):
         super().__init__()
         if n_fft < hop or (n_fft - hop) % 2:
             raise ValueError(f"iSTFT head: n_fft ({n_fft}) must be >= hop ({hop}) and n_fft - hop even")
@@ -66,17 +79,31 @@ class ISTFTHead(nn.Module):
         self.bins = n_fft // 2 + 1
         self.proj = nn.Conv1d(channels, 2 * self.bins, 1)
         self.max_log_magnitude = max_log_magnitude
+        self.rotate = rotate
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        if rotate:
+            table = torch.rand(self.ROTATION_TABLE_FRAMES, generator=torch.Generator().manual_seed(self.ROTATION_SEED))
+            self.register_buffer("rotation_table", 2 * math.pi * table.double(), persistent=False)
 
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """Complex STFT ``[B, n_fft // 2 + 1, T]`` the head predicts from ``x[B, C, T]``."""
+    def rotation(self, batch: int, frames: int, first_frame: int, device: torch.device) -> torch.Tensor:
+        """``[B or 1, 1, T]`` angles: uniform draws in training, else the table from ``first_frame``."""
+        if self.training:
+            return 2 * math.pi * torch.rand(batch, 1, frames, device=device)
+        index = (first_frame + torch.arange(frames, device=device)) % self.ROTATION_TABLE_FRAMES
+        return self.rotation_table.to(device)[index].float()[None, None]
+
+    def spectrum(self, x: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        """Complex STFT ``[B, n_fft // 2 + 1, T]`` the head predicts from ``x[B, C, T]``; with
+        ``rotate``, frame ``t`` is frame ``first_frame + t`` of the signal."""
         log_mag, phase = self.proj(x).float().chunk(2, dim=1)
+        if self.rotate:
+            phase = phase + self.rotation(x.shape[0], x.shape[-1], first_frame, x.device)
         # clamped: exp of an untrained projection can overflow; e^6 is far above speech's range
         magnitude = torch.exp(log_mag.clamp(max=self.max_log_magnitude))
         return torch.polar(magnitude, phase)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return istft_same(self.spectrum(x), self.n_fft, self.hop, self.window)
+    def forward(self, x: torch.Tensor, first_frame: int = 0) -> torch.Tensor:
+        return istft_same(self.spectrum(x, first_frame), self.n_fft, self.hop, self.window)
 
 
 def istft_same(spec: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
@@ -109,21 +136,26 @@ class HarmonicPhase:
     previous window with :meth:`at`), and records the window's cycle count in ``cycles``. With the
     anchor where both windows' F0 is exact, the joined audio equals one whole decode. Decoders
     without the harmonic head leave ``cycles`` at ``None`` and ignore the anchor.
+
+    ``first_frame`` is the signal's frame index of the window's first output frame: a head with
+    the aperiodic part's phase rotation (:class:`ISTFTHead` ``rotate``) reads its angles from there.
     """
 
     anchor_sample: int | None = None
     anchor_cycles: torch.Tensor | None = None  # [B] float64
     cycles: torch.Tensor | None = None  # [B, N] float64, filled by the decode
+    first_frame: int = 0
 
     def at(self, sample: int) -> torch.Tensor | None:
         """The cycle count at ``sample`` of the last decode (``None`` without a harmonic head)."""
         return None if self.cycles is None else self.cycles[:, sample]
 
     @classmethod
-    def anchored(cls, sample: int, cycles: torch.Tensor | None) -> "HarmonicPhase":
+    def anchored(cls, sample: int, cycles: torch.Tensor | None, first_frame: int = 0) -> "HarmonicPhase":
         """A phase for the next window, anchored at its ``sample`` (no anchor if ``cycles`` is
-        ``None``: the first window, or a decoder without harmonics)."""
-        return cls(sample if cycles is not None else None, cycles)
+        ``None``: the first window, or a decoder without harmonics); the window's first output
+        frame is frame ``first_frame`` of the signal."""
+        return cls(sample if cycles is not None else None, cycles, first_frame=first_frame)
 
 
 class HarmonicPlusNoiseHead(nn.Module):
@@ -140,7 +172,8 @@ class HarmonicPlusNoiseHead(nn.Module):
       times the voicing probability: the envelope is the filter, the harmonics the source, so a
       pitch the decoder never heard still gets a plausible spectrum;
     * the iSTFT head's magnitude and phase (:class:`ISTFTHead`), which carries the noise,
-      the transients and whatever the harmonics miss.
+      the transients and whatever the harmonics miss (``noise_rotation``: with a pseudo-random
+      rotation per frame, so it cannot form a comb at the frame rate).
 
     The harmonics are summed sinusoids at the sample rate: frame values sit at frame centres and
     are interpolated linearly between them, the phase is the running sum of F0 (kept modulo one
@@ -150,14 +183,14 @@ class HarmonicPlusNoiseHead(nn.Module):
     """
 
     def __init__(self, channels: int, n_fft: int, hop: int, sample_rate: int, f0_min: float = 50.0,
-                 f0_max: float = 600.0, envelope_bins: int = 129):
+                 f0_max: float = 600.0, envelope_bins: int = 129, noise_rotation: bool = False):
         super().__init__()
         if not 0 < f0_min < f0_max < sample_rate / 2:
             raise ValueError(f"harmonic head: need 0 < f0_min ({f0_min}) < f0_max ({f0_max}) < Nyquist")
         self.hop, self.sample_rate = hop, sample_rate
         self.f0_min, self.f0_max = f0_min, f0_max
         self.n_harmonics = int(sample_rate / 2 // f0_min)
-        self.noise = ISTFTHead(channels, n_fft, hop)
+        self.noise = ISTFTHead(channels, n_fft, hop, rotate=noise_rotation)
         self.pitch = nn.Conv1d(channels, 2, 1)
         self.envelope = nn.Conv1d(channels, envelope_bins, 1)
         self.init_output_layers_()
@@ -207,7 +240,7 @@ class HarmonicPlusNoiseHead(nn.Module):
         amplitudes = self.harmonic_amplitudes(x, f0, torch.sigmoid(pitch.voicing_logit))
         harmonics = harmonic_synthesis(f0, amplitudes, self.hop, self.sample_rate,
                                        self.harmonic_numbers[: amplitudes.shape[1]], phase)
-        return harmonics + self.noise(x), pitch
+        return harmonics + self.noise(x, phase.first_frame if phase is not None else 0), pitch
 
     def forward(self, x: torch.Tensor, phase: HarmonicPhase | None = None) -> torch.Tensor:
         return self.forward_with_pitch(x, phase)[0]

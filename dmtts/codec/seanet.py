@@ -283,7 +283,8 @@ class SEANetDecoder(nn.Module):
                  true_skip: bool = False, pad_mode: str = "reflect", activation: str = "elu",
                  head: str = "waveform", istft_hop: int = 320, istft_n_fft: int = 0,
                  istft_residual_layers: int = 3, sample_rate: int = 16000, harmonic_f0_min: float = 50.0,
-                 harmonic_f0_max: float = 600.0, harmonic_envelope_bins: int = 129):
+                 harmonic_f0_max: float = 600.0, harmonic_envelope_bins: int = 129,
+                 harmonic_noise_rotation: bool = False):
         super().__init__()
         up = list(reversed(list(strides)))  # decoder uses the encoder strides reversed: (8, 5, 4, 2)
         self.hop_length = int(math.prod(up))
@@ -309,7 +310,7 @@ class SEANetDecoder(nn.Module):
             n_fft = istft_n_fft or 4 * istft_hop
             out = (ISTFTHead(width, n_fft, istft_hop) if head == "istft" else
                    HarmonicPlusNoiseHead(width, n_fft, istft_hop, sample_rate, harmonic_f0_min, harmonic_f0_max,
-                                         harmonic_envelope_bins))
+                                         harmonic_envelope_bins, harmonic_noise_rotation))
             layers += [make_activation(act, width), out]
         elif head == "waveform":
             layers += [make_activation(act, n_filters), SConv1d(n_filters, 1, last_kernel_size, pad_mode=pad_mode)]

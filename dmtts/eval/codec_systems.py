@@ -7,6 +7,7 @@ codec (:mod:`dmtts.eval.classic_codecs`) or reconstructions read from a director
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 from dmtts.eval.classic_codecs import ClassicCodec
 from dmtts.eval.eval_cuts import Utterance
 from dmtts.eval.metrics import EvalModels
-from dmtts.eval.signal_metrics import cosine, pesq_wb, stoi_score
+from dmtts.eval.signal_metrics import cosine, frame_rate_comb_db, pesq_wb, stoi_score
 
 SIGNAL_METRICS = ("stoi", "pesq", "visqol", "sim")  # need the reference audio
 
@@ -98,6 +99,8 @@ class Scorer:
                     value = cosine(self.ref_embedding(ref), self.models.sim.embed([deg])[0])
                 elif m == "mos_proxy":
                     value = self.models.mos(deg)
+                elif m == "comb":  # needs one 4,096-sample STFT frame
+                    value = frame_rate_comb_db(deg) if len(deg) >= 4096 else math.nan
                 else:
                     raise ValueError(m)
                 out[(utt_id, m)] = value

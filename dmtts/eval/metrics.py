@@ -15,6 +15,9 @@ visqol     ViSQOL v3 speech mode MOS-LQO (visqol-python, 16 kHz)                
 sim        SIM-o: cosine similarity of speaker embeddings (to the original)      resemblyzer / WavLM-TDNN
 sim_r      SIM-r (TTS): the same, to the prompt re-synthesized through the codec the same + the codec
 mos_proxy  automatic MOS: DNSMOS P.835 OVRL (speechmos) or a local UTMOS          DNSMOS / UTMOS
+comb       fixed lines at multiples of the codec's 50 Hz frame rate, dB above     --
+           the spectrum between them (median over time; speech ~0, a decoder
+           whose frames repeat scores the comb's height; reference-free)
 =========  ====================================================================  ==============
 
 Model specs (strings as given on the command line):
@@ -29,8 +32,8 @@ Model specs (strings as given on the command line):
 * MOS proxy ``--mos``: ``dnsmos`` (default, ONNX bundled with ``speechmos``) or ``utmos:PATH``
   (a TorchScript export of UTMOS; see :class:`UtmosTorchScript`).
 
-Where each piece lives: WER/WIL in :mod:`dmtts.eval.word_errors`, STOI/PESQ/ViSQOL and the
-cosine in :mod:`dmtts.eval.signal_metrics`, the speaker / MOS / ASR model loaders in
+Where each piece lives: WER/WIL in :mod:`dmtts.eval.word_errors`, STOI/PESQ/ViSQOL, the comb and
+the cosine in :mod:`dmtts.eval.signal_metrics`, the speaker / MOS / ASR model loaders in
 :mod:`dmtts.eval.metric_models`. Their public names are importable from here as well.
 """
 
@@ -44,16 +47,18 @@ from dmtts.errors import DmttsError
 from dmtts.eval.metric_models import (DnsMos, MosPredictor, ResemblyzerEncoder, SpeakerEncoder, Transcriber,
                                       UtmosTorchScript, WavLMXVectorEncoder, load_mos, load_speaker_encoder,
                                       load_transcriber)
-from dmtts.eval.signal_metrics import SAMPLE_RATE, VisqolSpeech, cosine, pesq_wb, stoi_score
+from dmtts.eval.signal_metrics import (COMB_FRAME_RATE, SAMPLE_RATE, VisqolSpeech, cosine, frame_rate_comb_db,
+                                      pesq_wb, stoi_score)
 from dmtts.eval.wer_norm import DEFAULT_TEXT_NORM, TextNormalizer, load_text_normalizer
 from dmtts.eval.word_errors import WordErrors, corpus_rates, word_errors
 
-METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy")
+METRICS = ("wer", "wil", "stoi", "pesq", "visqol", "sim", "sim_r", "mos_proxy", "comb")
 SCORE_COLUMNS = ("utt_id",) + METRICS
-LOWER_IS_BETTER = {"wer", "wil"}
+LOWER_IS_BETTER = {"wer", "wil", "comb"}
 
 __all__ = ["METRICS", "SCORE_COLUMNS", "LOWER_IS_BETTER", "SAMPLE_RATE", "EvalModels", "parse_metrics",
            "WordErrors", "word_errors", "corpus_rates", "stoi_score", "pesq_wb", "VisqolSpeech", "cosine",
+           "frame_rate_comb_db",
            "SpeakerEncoder", "ResemblyzerEncoder", "WavLMXVectorEncoder", "load_speaker_encoder", "MosPredictor",
            "DnsMos", "UtmosTorchScript", "load_mos", "Transcriber", "load_transcriber"]
 
@@ -131,6 +136,8 @@ class EvalModels:
             return f"{metric}|{self.sim.name}|{self.device}"
         if metric == "mos_proxy":
             return f"mos|{self.mos.name}|{self.device}"
+        if metric == "comb":
+            return f"comb|{COMB_FRAME_RATE:g} Hz"
         raise ValueError(f"no cached identity for metric '{metric}'")
 
     def describe(self, metrics: Sequence[str]) -> dict[str, str]:
@@ -151,6 +158,9 @@ class EvalModels:
                 out[m] = f"{self.sim.name}, to the prompt re-synthesized through the codec"
             elif m == "mos_proxy":
                 out[m] = self.mos.name
+            elif m == "comb":
+                out[m] = (f"lines at multiples of {COMB_FRAME_RATE:g} Hz (the codec frame rate), dB above the "
+                          "median-over-time spectrum half-way between them (dmtts frame_rate_comb_db)")
         return out
 
 

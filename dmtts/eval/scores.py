@@ -1,7 +1,7 @@
 """The toolkit's per-utterance scores format and summary tables.
 
 Scores CSV (one file per system, e.g. ``scores_dmcodec_nq8.csv``; the system name is the stem
-without ``scores_``): header ``utt_id,wer,wil,stoi,pesq,visqol,sim,sim_r,mos_proxy``, one row per
+without ``scores_``): header ``utt_id,wer,wil,stoi,pesq,visqol,sim,sim_r,mos_proxy,comb``, one row per
 utterance, a metric that was not computed (or failed for that utterance) is an empty cell.
 WER and WIL are percentages.
 
@@ -33,9 +33,11 @@ GROUND_TRUTH = "ground_truth"  # the system name of the original audio
 
 # How each metric is printed in tables.
 FORMATS = {"wer": "{:.2f}", "wer_utt": "{:.2f}", "wil": "{:.2f}", "stoi": "{:.3f}", "pesq": "{:.2f}",
-           "visqol": "{:.2f}", "sim": "{:.3f}", "sim_r": "{:.3f}", "mos_proxy": "{:.2f}"}
+           "visqol": "{:.2f}", "sim": "{:.3f}", "sim_r": "{:.3f}", "mos_proxy": "{:.2f}",
+           "comb": "{:.1f}"}
 HEADERS = {"wer": "WER % ↓", "wer_utt": "WER utt-mean % ↓", "wil": "WIL % ↓", "stoi": "STOI ↑", "pesq": "PESQ ↑",
-           "visqol": "ViSQOL ↑", "sim": "SIM-o ↑", "sim_r": "SIM-r ↑", "mos_proxy": "MOS proxy ↑"}
+           "visqol": "ViSQOL ↑", "sim": "SIM-o ↑", "sim_r": "SIM-r ↑", "mos_proxy": "MOS proxy ↑",
+           "comb": "comb dB ↓"}
 
 
 def summary_columns(metrics: Sequence[str]) -> list[str]:

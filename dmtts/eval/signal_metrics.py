@@ -1,6 +1,6 @@
 """Signal metrics of one utterance against its reference: STOI, wideband PESQ, ViSQOL, and the
-cosine similarity used for speaker embeddings. Every function takes 16 kHz float arrays and cuts
-both to the shorter length."""
+cosine similarity used for speaker embeddings; and one without a reference, the frame-rate comb.
+Every function takes 16 kHz float arrays and cuts both to the shorter length."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from dmtts.errors import DmttsError
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+COMB_FRAME_RATE = 50.0  # Hz: the frame rate of every DM-Codec preset (16 kHz, hop 320)
 
 
 def _align(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +88,30 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, dtype=np.float64).reshape(-1)
     denom = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / denom) if denom > 0 else math.nan
+
+
+def frame_rate_comb_db(wav: np.ndarray, frame_rate: float = COMB_FRAME_RATE, sample_rate: int = SAMPLE_RATE,
+                       band: tuple[float, float] = (100.0, 2000.0), n_fft: int = 4096) -> float:
+    """How far stationary lines at multiples of ``frame_rate`` stand out of the spectrum, in dB.
+
+    A decoder whose frames repeat from one hop to the next adds a comb of fixed-frequency lines
+    at the frame rate's multiples (issue 16's "fixed lines"). The median over time of the STFT
+    power (``n_fft`` samples, 3.9 Hz bins at 16 kHz) keeps what is there in most frames and
+    discards moving harmonics; the score is the mean over the multiples ``k * frame_rate`` in
+    ``band`` of that median's level there minus its level half-way to the next multiple
+    (``(k + 0.5) * frame_rate``). Natural speech scores near 0 dB; a comb scores its height.
+    """
+    x = np.asarray(wav, dtype=np.float64).reshape(-1)
+    hop = n_fft // 4
+    if len(x) < n_fft:
+        raise DmttsError(f"frame_rate_comb_db needs at least {n_fft} samples, got {len(x)}")
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.median(np.abs(np.fft.rfft(frames, axis=-1)) ** 2, axis=0) + 1e-20
+    bin_hz = sample_rate / n_fft
+    multiples = np.arange(math.ceil(band[0] / frame_rate), math.floor(band[1] / frame_rate) + 1) * frame_rate
+
+    def level(freqs: np.ndarray) -> np.ndarray:  # dB at the bins nearest ``freqs``, ±1 bin for the peak
+        centre = np.rint(freqs / bin_hz).astype(int)
+        return 10 * np.log10(np.max([power[centre + d] for d in (-1, 0, 1)], axis=0))
+
+    return float(np.mean(level(multiples) - level(multiples + frame_rate / 2)))

@@ -143,7 +143,7 @@ class OverlapDecoder:
         # a harmonic decoder continues the previous window's phase, or the cross-fade would mix
         # two phases of the same harmonics (HarmonicPhase); the LSTM continues from the state a
         # whole decode has at this window's start (LSTMCarry), recorded where the next one starts
-        phase = HarmonicPhase.anchored((start - lo) * hop, self.cycles)
+        phase = HarmonicPhase.anchored((start - lo) * hop, self.cycles, first_frame=lo)
         carry = LSTMCarry(self.lstm_state, lead, None if final else max(0, end - self.context) - lo)
         wav = self.codec.decode(codes[lo - lead:stop].T[None], phase=phase, carry=carry)[0, 0].float().cpu().numpy()
         piece = crossfade(self.tail, wav[(start - lo) * hop: (end - lo) * hop])

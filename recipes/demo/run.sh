@@ -252,15 +252,15 @@ if run_stage 10 && ! stage_done evaluate; then
     --output-dir exp/codec/eval --n-q 1 3 6 8 --baselines codec2:3200 codec2:1300 opus:6 opus:9
   dmtts eval tts --synth-dir exp/tts/synth --pairs data/cuts/demo_tts_eval_pairs.jsonl.gz --output-dir exp/tts/eval
   dmtts eval significance --scores exp/codec/eval/scores_{dmcodec_nq{1,3,6,8},codec2_{3200,1300},opus_{6,9}kbps}.csv \
-    --metric wer stoi --output-dir exp/codec/eval/significance
+    --metric wer stoi comb --output-dir exp/codec/eval/significance
   codec_evals="exp/codec/eval"; tts_evals="exp/tts/eval"
   if [ -f data/cuts/demo_codec_eval_all.jsonl.gz ]; then
     # The 20 utterances above differ by a word or two between close systems (one word is 0.5 WER
     # points): 8 levels and the two baselines on every held-out utterance, with significance.
     dmtts eval codec --model "${codec_dir}" --cuts data/cuts/demo_codec_eval_all.jsonl.gz \
-      --output-dir exp/codec/eval_all --n-q 8 --baselines codec2:3200 opus:6 --metrics wer stoi pesq sim
+      --output-dir exp/codec/eval_all --n-q 8 --baselines codec2:3200 opus:6 --metrics wer stoi pesq sim comb
     dmtts eval significance --scores exp/codec/eval_all/scores_{dmcodec_nq8,codec2_3200,opus_6kbps}.csv \
-      --metric wer stoi pesq --output-dir exp/codec/eval_all/significance
+      --metric wer stoi pesq comb --output-dir exp/codec/eval_all/significance
     codec_evals+=" exp/codec/eval_all"
   fi
   if ${with_pretrained}; then
@@ -303,7 +303,7 @@ if [ "${scale}" = quality ] && run_stage 15 && ! stage_done unseen; then
   dmtts eval tts --synth-dir exp/unseen/synth --pairs data/unseen/pairs.jsonl.gz --output-dir exp/unseen/tts_eval \
     --name unseen_tts
   dmtts eval codec --model "${codec_dir}" --cuts data/unseen/cuts/demo_cuts_test.jsonl.gz \
-    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer stoi pesq sim \
+    --output-dir exp/unseen/codec_eval --n-q 8 --name unseen_codec --metrics wer stoi pesq sim comb \
     --baselines codec2:3200 codec2:1300 opus:6 opus:9 --speaker-groups download/unseen/SPEAKER_GROUPS.txt
   dmtts eval report --codec-eval exp/unseen/codec_eval --tts-eval exp/unseen/tts_eval --out exp/unseen/report.md
   mark_done unseen
