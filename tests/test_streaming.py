@@ -281,6 +281,18 @@ def _glide(seconds: float = 3.0) -> np.ndarray:
     return (0.3 * sum(np.sin(k * phase) / k for k in range(1, 12))).astype(np.float32)
 
 
+def _streamed_and_long_equal_whole(codec, wav: np.ndarray) -> np.ndarray:
+    """Asserts that streaming's chunks and decode_long's chunks (40 frames, context 20) of
+    ``wav``'s codes equal one whole decode (SNR > 60 dB); returns the whole decode."""
+    whole, streamed, _ = _whole_and_streamed(codec, wav)
+    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
+    with torch.inference_mode():
+        long = codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40,
+                                 context_frames=20)[0, 0].numpy()
+    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+    return whole
+
+
 def test_chunked_and_long_decoding_of_a_harmonic_codec_continue_its_phase(monkeypatch):
     """The harmonic head's oscillators run on across windows (HarmonicPhase): streamed chunks and
     decode_long's chunks equal one whole decode (SNR > 60 dB). Without the phase hand-over each
@@ -289,12 +301,7 @@ def test_chunked_and_long_decoding_of_a_harmonic_codec_continue_its_phase(monkey
 
     codec = _loud_harmonic_codec()
     wav = _glide()
-    whole, streamed, _ = _whole_and_streamed(codec, wav)
-    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
-    with torch.inference_mode():
-        codes = codec.encode(torch.from_numpy(wav)[None, None])
-        long = codec.decode_long(codes, chunk_frames=40, context_frames=20)[0, 0].numpy()
-    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+    whole = _streamed_and_long_equal_whole(codec, wav)
 
     monkeypatch.setattr(HarmonicPhase, "anchored", classmethod(lambda cls, sample, cycles, first_frame=0: cls()))
     whole, restarted, _ = _whole_and_streamed(codec, wav)
@@ -317,12 +324,7 @@ def test_chunked_and_long_decoding_continue_the_noise_rotation_by_frame_index(mo
     with torch.no_grad():  # harmonics silenced: only the rotated iSTFT part is heard
         codec.decoder.model[-1].envelope.bias.fill_(-30.0)
     wav = _glide()
-    whole, streamed, _ = _whole_and_streamed(codec, wav)
-    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
-    with torch.inference_mode():
-        long = codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40,
-                                 context_frames=20)[0, 0].numpy()
-    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+    whole = _streamed_and_long_equal_whole(codec, wav)
 
     anchored = HarmonicPhase.anchored.__func__
     monkeypatch.setattr(HarmonicPhase, "anchored",
@@ -360,12 +362,7 @@ def test_chunked_and_long_decoding_carry_the_decoder_lstm_state(head, monkeypatc
     codec = _long_memory_codec(head)
     assert codec.decoder.carry_lead_frames() == 3  # the input convolution's kernel of 7
     wav = _glide()
-    whole, streamed, _ = _whole_and_streamed(codec, wav)
-    assert _snr(whole, streamed) > 60, _snr(whole, streamed)
-    with torch.inference_mode():
-        long = codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40,
-                                 context_frames=20)[0, 0].numpy()
-    assert long.shape == whole.shape and _snr(whole, long) > 60, _snr(whole, long)
+    whole = _streamed_and_long_equal_whole(codec, wav)
     with pytest.raises(DmttsError, match="decode_long needs context_frames >= 2"):
         codec.decode_long(codec.encode(torch.from_numpy(wav)[None, None]), chunk_frames=40, context_frames=1)
 
