@@ -72,6 +72,25 @@ def test_resume_continues_bit_identically_and_export(tmp_path):
         assert torch.equal(loaded.encode(x), trained.encode(x))
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_new_default_key_and_refuses_another_model(tmp_path):
+    """A model key added since a checkpoint was saved (its default: the model the checkpoint has)
+    does not block --resume; a different value of a key does."""
+    train = make_cuts(tmp_path, n=2, seconds=0.5)
+    over = dict(data={"train_cuts": str(train), "batch_size": 2},
+                train={"checkpoint_every": 2, "valid_every": 0, "max_steps": 2, "tb_audio_every": 0})
+    _run(micro_config(**over), tmp_path / "e")
+    path = tmp_path / "e/checkpoints/step-00000002.pt"
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["config"]["model"]["harmonic_noise_rotation"]  # as saved before the key existed
+    torch.save(ckpt, path)
+    cfg = micro_config(**{**over, "train": {**over["train"], "max_steps": 3}})
+    assert _run(cfg, tmp_path / "e", resume=True)["steps"] == 3
+    ckpt["config"]["model"]["codebook_size"] *= 2
+    torch.save(ckpt, tmp_path / "e/checkpoints/step-00000004.pt")
+    with pytest.raises(DmttsError, match="different model config"):
+        _run(micro_config(**{**over, "train": {**over["train"], "max_steps": 5}}), tmp_path / "e", resume=True)
+
+
 def test_cli_train_rejects_bad_configs(tmp_path, capsys):
     from dmtts.cli import main
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dmtts.codec.config import CodecTrainingConfig
+from dmtts.codec.config import CodecModelConfig, CodecTrainingConfig
 from dmtts.codec.discriminators import Discriminators
 from dmtts.codec.distill import Distiller
 from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
@@ -35,7 +35,7 @@ from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, comm
 from dmtts.codec.model import DMCodec
 from dmtts.codec.pitch import pitch_loss
 from dmtts.codec.train_report import loss_summary, plot_losses, run_record, write_summary
-from dmtts.config import save_config, to_dict
+from dmtts.config import from_dict, save_config, to_dict
 from dmtts.errors import DmttsError
 from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dmtts.train.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, is_dist
@@ -183,7 +183,7 @@ class CodecTrainer:
 
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, restore_rng=True)
-        if ckpt.get("config", {}).get("model") != to_dict(self.cfg)["model"]:
+        if _model_config(ckpt.get("config", {}).get("model")) != to_dict(self.cfg)["model"]:
             raise DmttsError(f"checkpoint '{path}' was trained with a different model config; "
                              "use a new --exp-dir or the original config")
         self.codec.load_state_dict(ckpt["generator"])
@@ -478,3 +478,14 @@ def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False, p
         return trainer.run()
     finally:
         cleanup_distributed()
+
+
+def _model_config(saved: dict | None) -> dict | None:
+    """A checkpoint's model config with today's defaults filled in: a key added since it was
+    saved (an option that is off by default) does not make its run a different model."""
+    if saved is None:
+        return None
+    try:
+        return to_dict(from_dict(CodecModelConfig, saved))
+    except DmttsError:  # a key this version does not know: a different model
+        return saved
