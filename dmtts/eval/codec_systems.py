@@ -17,7 +17,7 @@ import numpy as np
 from dmtts.eval.classic_codecs import ClassicCodec
 from dmtts.eval.eval_cuts import Utterance
 from dmtts.eval.metrics import EvalModels
-from dmtts.eval.signal_metrics import cosine, frame_rate_comb_db, pesq_wb, stoi_score
+from dmtts.eval.signal_metrics import COMB_N_FFT, cosine, frame_rate_comb_db, pesq_wb, stoi_score
 
 SIGNAL_METRICS = ("stoi", "pesq", "visqol", "sim")  # need the reference audio
 
@@ -99,8 +99,8 @@ class Scorer:
                     value = cosine(self.ref_embedding(ref), self.models.sim.embed([deg])[0])
                 elif m == "mos_proxy":
                     value = self.models.mos(deg)
-                elif m == "comb":  # needs one 4,096-sample STFT frame
-                    value = frame_rate_comb_db(deg) if len(deg) >= 4096 else math.nan
+                elif m == "comb":  # empty for an utterance shorter than one of its STFT frames
+                    value = frame_rate_comb_db(deg) if len(deg) >= COMB_N_FFT else math.nan
                 else:
                     raise ValueError(m)
                 out[(utt_id, m)] = value

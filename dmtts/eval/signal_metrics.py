@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 COMB_FRAME_RATE = 50.0  # Hz: the frame rate of every DM-Codec preset (16 kHz, hop 320)
+COMB_N_FFT = 4096  # the comb's STFT size (3.9 Hz bins at 16 kHz): its shortest input
 
 
 def _align(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +92,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def frame_rate_comb_db(wav: np.ndarray, frame_rate: float = COMB_FRAME_RATE, sample_rate: int = SAMPLE_RATE,
-                       band: tuple[float, float] = (100.0, 2000.0), n_fft: int = 4096) -> float:
+                       band: tuple[float, float] = (100.0, 2000.0), n_fft: int = COMB_N_FFT) -> float:
     """How far stationary lines at multiples of ``frame_rate`` stand out of the spectrum, in dB.
 
     A decoder whose frames repeat from one hop to the next adds a comb of fixed-frequency lines
