@@ -25,6 +25,21 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert np.mean(mels[-3:]) < 0.8 * np.mean(mels[:3]), mels
 
 
+def test_late_discriminators_follow_the_generator_schedule_without_a_torch_warning(tmp_path):
+    import warnings
+
+    cfg = micro_config(train={"scheduler": "cosine", "max_steps": 10, "adversarial_start_step": 100})
+    trainer = CodecTrainer(cfg, tmp_path / "exp")
+    batch = {"audio": 0.1 * torch.randn(2, 1, 3200), "lm_feats": None, "sm_feats": None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            trainer.train_step(batch)
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)], [str(w.message) for w in caught]
+    lr_g, lr_d = trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]
+    assert lr_g == lr_d < cfg.train.lr  # three cosine steps taken by both
+
+
 def _run(cfg, exp, resume=False):
     return CodecTrainer(cfg, exp, resume=resume).run()
 

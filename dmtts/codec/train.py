@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -242,8 +243,7 @@ class CodecTrainer:
         self._clip(self.gen)
         self.opt_g.step()
         if self.cfg.train.scheduler == "cosine":
-            self.sched_g.step()
-            self.sched_d.step()
+            self._step_schedulers()
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
                  "mel": mel.item(), "wav_l1": wav.item(), "stft": stft.item(), "commit": commit.item(), "distill": float(distill.detach()),
                  "dead_codes": float(out.dead_codes), **parts}
@@ -252,6 +252,16 @@ class CodecTrainer:
         self._last_codes, self._last_replaced = out.codes.detach(), out.replaced
         self._last = (x[0], x_hat[0].detach())
         return stats
+
+    def _step_schedulers(self) -> None:
+        """Advance both learning-rate schedules together, so that discriminators that start late
+        (``train.adversarial_start_step``), or never start, still get the generator's rate at that step."""
+        self.sched_g.step()
+        with warnings.catch_warnings():
+            # until the discriminators' first update, torch warns that their schedule steps
+            # before their optimizer: intended here, and noise in every reconstruction-only run
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.sched_d.step()
 
     def _adversarial_step(self, x: torch.Tensor, x_hat: torch.Tensor):
         """Update the discriminators on (real, detached fake); return (disc loss, generator
@@ -394,8 +404,7 @@ class CodecTrainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     if t.scheduler == "exponential":
-                        self.sched_g.step()
-                        self.sched_d.step()
+                        self._step_schedulers()
                     continue
                 break
             if self.step != last_saved:
