@@ -7,7 +7,7 @@ import yaml
 
 from codec_helpers import make_cuts, micro_config
 from dmtts.codec.model import DMCodec
-from dmtts.codec.export import export_checkpoint
+from dmtts.codec.export import export_checkpoint, validate_averages
 from dmtts.codec.train import CodecTrainer
 from dmtts.errors import DmttsError
 
@@ -155,3 +155,49 @@ def test_learning_curve_scores_each_checkpoint_and_resumes(tmp_path, monkeypatch
     monkeypatch.undo()
     sparse = codec_learning_curve(tmp_path / "exp", train, tmp_path / "sparse", metrics=["stoi"], every_steps=3)
     assert [ln.split(",")[0] for ln in sparse.read_text().splitlines()[1:]] == ["4"]
+
+
+def test_average_state_dicts_means_floats_and_keeps_the_rest_from_the_last():
+    from dmtts.train.checkpoint import average_state_dicts
+
+    a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([0.5], dtype=torch.float16), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([1.5], dtype=torch.float16), "n": torch.tensor(7)}
+    mean = average_state_dicts([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and mean["h"].dtype == torch.float16
+    assert mean["h"].item() == 1.0 and mean["n"].item() == 7
+    assert torch.equal(average_state_dicts([a, b], keep_last=lambda name: name == "w")["w"], b["w"])
+    with pytest.raises(DmttsError, match="keys differ"):
+        average_state_dicts([a, {"w": b["w"]}])
+
+
+def test_export_avg_means_the_newest_checkpoints_but_takes_the_codebooks_from_the_last(tmp_path):
+    import json
+
+    train = make_cuts(tmp_path, n=2, seconds=0.5)
+    cfg = micro_config(data={"train_cuts": str(train), "valid_cuts": str(train), "batch_size": 2},
+                       train={"checkpoint_every": 1, "valid_every": 4, "max_steps": 4, "tb_audio_every": 0,
+                              "keep_last": 0})
+    trainer = CodecTrainer(cfg, tmp_path / "e")
+    trainer.run()
+    ckpts = [torch.load(tmp_path / f"e/checkpoints/step-{s:08d}.pt", weights_only=False)["generator"]
+             for s in (2, 3, 4)]
+    out = export_checkpoint(tmp_path / "e", tmp_path / "m", avg=3)
+    assert json.loads((out / "config.json").read_text())["training"]["averaged_steps"] == [2, 3, 4]
+    exported = DMCodec(cfg.model)
+    plain = DMCodec.from_pretrained(export_checkpoint(tmp_path / "e", tmp_path / "last"))
+    averaged = DMCodec.from_pretrained(out)
+    # the codebooks are the last checkpoint's, the convolutions the mean of the three
+    name = "quantizer.layers.0.embed"
+    assert torch.equal(averaged.state_dict()[name], plain.state_dict()[name])
+    exported.load_state_dict({k: (sum(c[k] for c in ckpts) / 3 if not k.startswith("quantizer.") else v)
+                              for k, v in ckpts[-1].items()})
+    x = 0.1 * torch.randn(1, 1, 4000)
+    with torch.inference_mode():
+        assert torch.allclose(averaged.encoder(x), exported.eval().encoder(x), atol=1e-5)
+        assert not torch.allclose(averaged.encoder(x), plain.encoder(x), atol=1e-5)
+    with pytest.raises(DmttsError, match="--avg 5 needs 5 checkpoints"):
+        export_checkpoint(tmp_path / "e", tmp_path / "x", avg=5)
+    # `codec validate`: avg 1 is the run's own last validation; avg 3 scores the exported mean
+    rows = validate_averages(tmp_path / "e", [1, 3])
+    assert [r["steps"] for r in rows] == [[4], [2, 3, 4]]
+    assert rows[0]["mel"] == trainer.last_valid["mel"] and rows[1]["mel"] != rows[0]["mel"]

@@ -291,7 +291,7 @@ def test_capped_training_is_flagged_in_summary_and_report(tmp_path, tiny_codec):
 
     cuts, asr = _cuts(tmp_path)
     capped = {"steps": 238, "max_steps": 1000, "epochs": 3, "minutes": 10.02, "max_minutes": 10.0, "capped": True}
-    full = dict(capped, steps=1000, minutes=31.5, max_minutes=60.0, capped=False)
+    full = dict(capped, steps=1000, minutes=31.5, max_minutes=60.0, capped=False, averaged_steps=[900, 950, 1000])
     for name, block in (("capped", capped), ("full", full)):
         tiny_codec.save_pretrained(tmp_path / name, extra_config={"training": block})
         evaluate_codec(cuts, tmp_path / f"eval_{name}", model_dir=tmp_path / name, n_qs=[1],
@@ -306,6 +306,8 @@ def test_capped_training_is_flagged_in_summary_and_report(tmp_path, tiny_codec):
     assert "stopped its training after 238 of 1000 configured steps" in md
     full_md = (tmp_path / "eval_full" / "summary.md").read_text()
     assert "trained 1000 of 1000 configured steps" in full_md and "Warning" not in full_md
+    assert "Weights: the mean of the checkpoints at steps 900, 950, 1000." in full_md
+    assert "Weights:" not in md  # said only of an averaged export
     assert "Training of the evaluated models" not in (tmp_path / "eval_plain" / "summary.md").read_text()
     assert json.loads((tmp_path / "eval_plain" / "trained_models.json").read_text()) == []
     assert json.loads((tmp_path / "eval_capped" / "trained_models.json").read_text())[0]["training"] == capped

@@ -1,4 +1,4 @@
-"""``dmtts codec {train,encode,decode,reconstruct,export,import,info}``."""
+"""``dmtts codec {train,encode,decode,reconstruct,export,validate,import,info}``."""
 
 from __future__ import annotations
 
@@ -51,7 +51,20 @@ def register(subparsers) -> None:
     x.add_argument("--out", required=True, help="output model directory")
     x.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                    help="storage precision of the weights (float16: half the size; loaded as float32)")
+    x.add_argument("--avg", type=int, default=1,
+                   help="export the mean weights of this many newest checkpoints up to --checkpoint (icefall's "
+                        "--avg; the codebooks come from the last one)")
     x.set_defaults(func=_export)
+
+    v = sub.add_parser("validate", help="validation losses of checkpoint averages: choose export --avg on dev",
+                       description="The run's validation losses (mel, waveform L1, distillation) of the mean of "
+                                   "the N newest checkpoints up to --checkpoint, for each N of --avg, averaged as "
+                                   "`dmtts codec export --avg N` does.")
+    v.add_argument("--checkpoint", required=True, help="checkpoint file, or an experiment dir (latest checkpoint)")
+    v.add_argument("--avg", type=int, nargs="+", default=[1, 2, 4, 8], help="checkpoint counts to score")
+    v.add_argument("--valid-cuts", default=None, help="validation cuts with teacher features (default: the run's)")
+    v.add_argument("--out", default=None, help="also write the table here (.csv)")
+    v.set_defaults(func=_validate)
 
     m = sub.add_parser("import", help="released SpeechTokenizer / DM-Codec checkpoint -> model dir",
                        description="Convert a public SpeechTokenizer or DM-Codec release (config.json + .pt "
@@ -167,9 +180,33 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dmtts.codec.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype)
+    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, avg=args.avg)
+    averaged = f", the mean of {args.avg} checkpoints" if args.avg > 1 else ""
     print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors in {args.dtype}, "
-          "weight norm folded)")
+          f"weight norm folded{averaged})")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import csv
+
+    from dmtts.codec.export import validate_averages
+    from dmtts.utils import atomic_path
+
+    rows = validate_averages(args.checkpoint, sorted(set(args.avg)), valid_cuts=args.valid_cuts)
+    best = min(rows, key=lambda r: r["mel"])
+    print("avg  steps                 mel      wav_l1   distill")
+    for r in rows:
+        steps = f"{r['steps'][0]}..{r['steps'][-1]}"
+        mark = "  <- lowest mel" if r is best else ""
+        print(f"{r['avg']:>3}  {steps:<20}  {r['mel']:.4f}  {r['wav_l1']:.5f}  {r['distill']:.4f}{mark}")
+    if args.out:
+        with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["avg", "first_step", "last_step", "mel", "wav_l1", "distill"])
+            for r in rows:
+                w.writerow([r["avg"], r["steps"][0], r["steps"][-1], f"{r['mel']:.5f}", f"{r['wav_l1']:.6f}",
+                            f"{r['distill']:.5f}"])
     return 0
 
 

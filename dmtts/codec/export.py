@@ -9,13 +9,27 @@ from dmtts.codec.model import DMCodec
 from dmtts.codec.train_report import run_record
 from dmtts.config import from_dict
 from dmtts.errors import DmttsError
-from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint
+from dmtts.train.checkpoint import (average_state_dicts, checkpoint_step, checkpoints_ending_at, latest_checkpoint,
+                                    load_checkpoint)
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+def is_codebook_entry(name: str) -> bool:
+    """RVQ codebook state (``embed``, its EMA sums, usage and init flag): averaged across
+    checkpoints only as whole codebooks would be meaningless where dead-code replacement re-drew
+    an entry between them, so ``--avg`` takes them from the last checkpoint."""
+    return name.startswith("quantizer.")
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32", avg: int = 1,
+                      average_codebooks: bool = False) -> Path:
     """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it,
     with the run's record (steps trained / configured, minutes, capped) as ``config.json``'s
-    "training" block."""
+    "training" block.
+
+    ``avg > 1`` exports the mean of the generator weights of the ``avg`` newest checkpoints up to
+    the chosen one (icefall's ``--avg``): the late checkpoints of a run scatter around the
+    trajectory by more than they improve on it, and their mean sits closer to its centre. The
+    codebooks come from the last checkpoint unless ``average_codebooks``."""
     path = Path(checkpoint)
     if path.is_dir():
         latest = latest_checkpoint(path)
@@ -28,9 +42,49 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
         raise DmttsError(f"'{path}' is not a `dmtts codec train` checkpoint")
     cfg = from_dict(CodecTrainingConfig, ckpt["config"])
     model = DMCodec(cfg.model)
-    model.load_state_dict(ckpt["generator"])
+    state = ckpt["generator"]
+    averaged: list[int] = []
+    if avg > 1:
+        paths = checkpoints_ending_at(path, avg)
+        states = [load_checkpoint(p, restore_rng=False)["generator"] for p in paths[:-1]] + [state]
+        keep = (lambda name: False) if average_codebooks else is_codebook_entry
+        state = average_state_dicts(states, keep_last=keep)
+        averaged = [checkpoint_step(p) for p in paths]
+    model.load_state_dict(state)
     history = ckpt.get("history") or []
     seconds = float(history[-1].get("elapsed", 0.0)) if history else 0.0
     record = run_record(int(ckpt["step"]), int(ckpt.get("epoch", 0)), seconds, cfg.train, bool(ckpt.get("capped")))
+    if averaged:
+        record["averaged_steps"] = averaged
     model.eval().save_pretrained(out_dir, dtype=dtype, extra_config={"training": record})
     return Path(out_dir)
+
+
+def validate_averages(checkpoint: str | Path, counts: list[int], valid_cuts: str | None = None) -> list[dict]:
+    """The run's validation losses (multi-scale mel, waveform L1, distillation; its ``valid_cuts``
+    and ``max_valid_batches``) of the mean of the ``n`` newest checkpoints up to ``checkpoint``,
+    for each ``n`` in ``counts``, averaged as ``export_checkpoint(avg=n)`` does: how to choose
+    ``--avg`` on the development set rather than on the test set."""
+    from dmtts.codec.train import CodecTrainer, _load_cuts
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = latest_checkpoint(path) or path
+    ckpt = load_checkpoint(path, restore_rng=False)
+    if "generator" not in ckpt or "config" not in ckpt:
+        raise DmttsError(f"'{path}' is not a `dmtts codec train` checkpoint")
+    cfg = from_dict(CodecTrainingConfig, ckpt["config"])
+    cuts = valid_cuts or cfg.data.valid_cuts
+    if not cuts:
+        raise DmttsError(f"the run of '{path}' has no data.valid_cuts: pass --valid-cuts")
+    trainer = CodecTrainer(cfg, path.parent.parent, progress=False)
+    trainer.valid_cuts = _load_cuts(cuts, "valid_cuts")
+    trainer.distiller.load_state_dict(ckpt["distiller"])
+    paths = checkpoints_ending_at(path, max(counts))
+    states = {p: load_checkpoint(p, restore_rng=False)["generator"] for p in paths}
+    rows = []
+    for n in counts:
+        chosen = paths[-n:]
+        trainer.codec.load_state_dict(average_state_dicts([states[p] for p in chosen], keep_last=is_codebook_entry))
+        rows.append({"avg": n, "steps": [checkpoint_step(p) for p in chosen], **trainer.validate()})
+    return rows

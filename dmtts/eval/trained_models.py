@@ -97,6 +97,8 @@ def training_line(entry: dict) -> str:
     epochs = f"{_number(t['epochs'])} epochs" if "epochs" in t else ""
     details = ", ".join(x for x in (minutes, epochs) if x)
     line = f"- {entry['role']} `{entry['path']}`: trained {steps}" + (f" in {details}" if details else "") + "."
+    if t.get("averaged_steps"):
+        line += f" Weights: the mean of the checkpoints at steps {', '.join(_number(s) for s in t['averaged_steps'])}."
     warning = capped_warning(entry)
     return line + (f" {warning}" if warning else "")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,6 +59,53 @@ def list_checkpoints(exp_dir: str | Path) -> list[Path]:
 def latest_checkpoint(exp_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(exp_dir)
     return ckpts[-1] if ckpts else None
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step in a checkpoint's file name (``step-00001234.pt`` -> 1234)."""
+    m = _CKPT_RE.match(Path(path).name)
+    if m is None:
+        raise DmttsError(f"'{path}' is not named like a checkpoint (step-XXXXXXXX.pt)")
+    return int(m.group(1))
+
+
+def checkpoints_ending_at(last: str | Path, count: int) -> list[Path]:
+    """The ``count`` newest checkpoints of ``last``'s experiment up to and including ``last``,
+    oldest first: what ``--avg N`` averages (icefall's convention)."""
+    last = Path(last)
+    if count < 1:
+        raise DmttsError(f"--avg must be at least 1, got {count}")
+    step = checkpoint_step(last)
+    found = [p for p in sorted(last.parent.glob("step-*.pt"), key=checkpoint_step) if checkpoint_step(p) <= step]
+    if len(found) < count:
+        raise DmttsError(f"--avg {count} needs {count} checkpoints up to '{last.name}' but '{last.parent}' holds "
+                         f"{len(found)}; pass a smaller --avg or train with a larger train.keep_last")
+    return found[-count:]
+
+
+def average_state_dicts(states: list[dict[str, torch.Tensor]],
+                        keep_last: Callable[[str], bool] = lambda name: False) -> dict[str, torch.Tensor]:
+    """The element-wise mean of floating-point entries of several state dicts of one model
+    (accumulated in float64, stored in each entry's dtype). Integer and boolean entries (counters,
+    flags), and entries for which ``keep_last(name)`` is true, are taken from the last dict."""
+    if not states:
+        raise DmttsError("no state dicts to average")
+    last = states[-1]
+    for i, s in enumerate(states[:-1]):
+        if s.keys() != last.keys():
+            diff = sorted(set(s) ^ set(last))[:3]
+            raise DmttsError(f"state dict {i} does not match the last one (keys differ: {diff}); "
+                             "only checkpoints of one run can be averaged")
+    out = {}
+    for name, value in last.items():
+        if not value.is_floating_point() or keep_last(name):
+            out[name] = value.clone()
+            continue
+        total = torch.zeros_like(value, dtype=torch.float64)
+        for s in states:
+            total += s[name].to(torch.float64)
+        out[name] = (total / len(states)).to(value.dtype)
+    return out
 
 
 def save_checkpoint(exp_dir: str | Path, step: int, state: dict[str, Any], keep_last: int = 3) -> Path:

@@ -27,14 +27,16 @@ codec_train_utts=       # training utterances with teacher features for the code
 seed=42                 # corpus, split and subset seed
 num_jobs=2              # parallel jobs for preparation
 codec=trained           # trained: train the codec here (stages 3-4) | pretrained: tokenize with pretrained/codec
+codec_avg=              # export the mean of this many newest codec checkpoints (default: toy 1, quality 4: the
+                        # count with the lowest dev mel loss, `dmtts codec validate`; docs/quality.md)
 help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> synthesis -> evaluation"
 
 . ../../egs_tools/parse_options.sh
 . ../../egs_tools/common.sh
 
 case "${scale}" in
-  toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}"; : "${codec_train_utts:=0}" ;;
-  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=25}"; : "${utts_per_speaker:=120}"; : "${codec_train_utts:=960}" ;;
+  toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}"; : "${codec_train_utts:=0}"; : "${codec_avg:=1}" ;;
+  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=25}"; : "${utts_per_speaker:=120}"; : "${codec_train_utts:=960}"; : "${codec_avg:=4}" ;;
   *) echo "$0: --scale must be toy, quality or replication, got '${scale}'" >&2; exit 1 ;;
 esac
 conf=$(pwd)/conf
@@ -173,7 +175,7 @@ fi
 
 if [ "${codec}" = trained ] && run_stage 4 && ! stage_done codec_export; then
   log "Stage 4: export the codec (weight norm folded) and round-trip one test utterance"
-  dmtts codec export --checkpoint exp/codec --out exp/codec/export
+  dmtts codec export --checkpoint exp/codec --out exp/codec/export --avg ${codec_avg}
   dmtts codec info --model exp/codec/export
   wav=$(find "${corpus_dir}" -name '*.flac' | sort | tail -n 1)  # the held-out speaker
   dmtts codec encode --model exp/codec/export --in "${wav}" --out exp/codec/roundtrip.codes.npy
@@ -283,7 +285,7 @@ fi
 
 if [ "${scale}" = quality ] && run_stage 11 && ! stage_done pretrained; then
   log "Stage 11: ship the quality models as ${pretrained}/{codec,ar,nar} (float16 weights)"
-  if [ "${codec}" = trained ]; then dmtts codec export --checkpoint exp/codec --out "${pretrained}/codec" --dtype float16; fi
+  if [ "${codec}" = trained ]; then dmtts codec export --checkpoint exp/codec --out "${pretrained}/codec" --dtype float16 --avg ${codec_avg}; fi
   for model in ar nar; do
     dmtts tts export --exp-dir exp/tts_${model} --out "${pretrained}/${model}" --dtype float16
   done
