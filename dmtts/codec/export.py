@@ -20,16 +20,9 @@ def is_codebook_entry(name: str) -> bool:
     return name.startswith("quantizer.")
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32", avg: int = 1,
-                      average_codebooks: bool = False) -> Path:
-    """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it,
-    with the run's record (steps trained / configured, minutes, capped) as ``config.json``'s
-    "training" block.
-
-    ``avg > 1`` exports the mean of the generator weights of the ``avg`` newest checkpoints up to
-    the chosen one (icefall's ``--avg``): the late checkpoints of a run scatter around the
-    trajectory by more than they improve on it, and their mean sits closer to its centre. The
-    codebooks come from the last checkpoint unless ``average_codebooks``."""
+def load_codec_checkpoint(checkpoint: str | Path) -> tuple[Path, dict]:
+    """``(path, payload)`` of a `dmtts codec train` checkpoint given as a file or an experiment
+    directory (its latest checkpoint)."""
     path = Path(checkpoint)
     if path.is_dir():
         latest = latest_checkpoint(path)
@@ -40,6 +33,20 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     ckpt = load_checkpoint(path, restore_rng=False)
     if "generator" not in ckpt or "config" not in ckpt:
         raise DmttsError(f"'{path}' is not a `dmtts codec train` checkpoint")
+    return path, ckpt
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32", avg: int = 1,
+                      average_codebooks: bool = False) -> Path:
+    """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it,
+    with the run's record (steps trained / configured, minutes, capped) as ``config.json``'s
+    "training" block.
+
+    ``avg > 1`` exports the mean of the generator weights of the ``avg`` newest checkpoints up to
+    the chosen one (icefall's ``--avg``): the late checkpoints of a run scatter around the
+    trajectory by more than they improve on it, and their mean sits closer to its centre. The
+    codebooks come from the last checkpoint unless ``average_codebooks``."""
+    path, ckpt = load_codec_checkpoint(checkpoint)
     cfg = from_dict(CodecTrainingConfig, ckpt["config"])
     model = DMCodec(cfg.model)
     state = ckpt["generator"]
@@ -67,12 +74,7 @@ def validate_averages(checkpoint: str | Path, counts: list[int], valid_cuts: str
     ``--avg`` on the development set rather than on the test set."""
     from dmtts.codec.train import CodecTrainer, _load_cuts
 
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = latest_checkpoint(path) or path
-    ckpt = load_checkpoint(path, restore_rng=False)
-    if "generator" not in ckpt or "config" not in ckpt:
-        raise DmttsError(f"'{path}' is not a `dmtts codec train` checkpoint")
+    path, ckpt = load_codec_checkpoint(checkpoint)
     cfg = from_dict(CodecTrainingConfig, ckpt["config"])
     cuts = valid_cuts or cfg.data.valid_cuts
     if not cuts:
