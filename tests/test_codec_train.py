@@ -197,7 +197,21 @@ def test_export_avg_means_the_newest_checkpoints_but_takes_the_codebooks_from_th
         assert not torch.allclose(averaged.encoder(x), plain.encoder(x), atol=1e-5)
     with pytest.raises(DmttsError, match="--avg 5 needs 5 checkpoints"):
         export_checkpoint(tmp_path / "e", tmp_path / "x", avg=5)
+    with pytest.raises(DmttsError, match="at least 1"):
+        export_checkpoint(tmp_path / "e", tmp_path / "x", avg=0)
+    with pytest.raises(DmttsError, match="at least 1"):
+        validate_averages(tmp_path / "e", [0, 2])
     # `codec validate`: avg 1 is the run's own last validation; avg 3 scores the exported mean
     rows = validate_averages(tmp_path / "e", [1, 3])
     assert [r["steps"] for r in rows] == [[4], [2, 3, 4]]
     assert rows[0]["mel"] == trainer.last_valid["mel"] and rows[1]["mel"] != rows[0]["mel"]
+    # the commands: the table as CSV; an export named by its averaged steps
+    from dmtts.cli import main
+
+    assert main(["codec", "validate", "--checkpoint", str(tmp_path / "e"), "--avg", "3", "1",
+                 "--out", str(tmp_path / "v.csv")]) == 0
+    lines = (tmp_path / "v.csv").read_text().splitlines()
+    assert lines[0] == "avg,first_step,last_step,mel,wav_l1,distill" and lines[1].startswith("1,4,4,")
+    assert float(lines[1].split(",")[3]) == pytest.approx(rows[0]["mel"], abs=1e-5) and lines[2].startswith("3,2,4,")
+    assert main(["codec", "export", "--checkpoint", str(tmp_path / "e"), "--out", str(tmp_path / "c"), "--avg", "2"]) == 0
+    assert json.loads((tmp_path / "c/config.json").read_text())["training"]["averaged_steps"] == [3, 4]

@@ -14,9 +14,9 @@ from dmtts.train.checkpoint import (average_state_dicts, checkpoint_step, checkp
 
 
 def is_codebook_entry(name: str) -> bool:
-    """RVQ codebook state (``embed``, its EMA sums, usage and init flag): averaged across
-    checkpoints only as whole codebooks would be meaningless where dead-code replacement re-drew
-    an entry between them, so ``--avg`` takes them from the last checkpoint."""
+    """RVQ codebook state (``embed``, its EMA sums, usage and init flag). ``--avg`` takes it from
+    the last checkpoint: dead-code replacement may re-draw an entry between two checkpoints, and
+    the mean of two unrelated vectors is neither."""
     return name.startswith("quantizer.")
 
 
@@ -36,8 +36,7 @@ def load_codec_checkpoint(checkpoint: str | Path) -> tuple[Path, dict]:
     return path, ckpt
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32", avg: int = 1,
-                      average_codebooks: bool = False) -> Path:
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "float32", avg: int = 1) -> Path:
     """Build a ``DMCodec`` from a training checkpoint (file or exp dir) and ``save_pretrained`` it,
     with the run's record (steps trained / configured, minutes, capped) as ``config.json``'s
     "training" block.
@@ -45,7 +44,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     ``avg > 1`` exports the mean of the generator weights of the ``avg`` newest checkpoints up to
     the chosen one (icefall's ``--avg``): the late checkpoints of a run scatter around the
     trajectory by more than they improve on it, and their mean sits closer to its centre. The
-    codebooks come from the last checkpoint unless ``average_codebooks``."""
+    codebooks come from the last checkpoint (:func:`is_codebook_entry`)."""
+    if avg < 1:
+        raise DmttsError(f"--avg must be at least 1 (1: the checkpoint itself), got {avg}")
     path, ckpt = load_codec_checkpoint(checkpoint)
     cfg = from_dict(CodecTrainingConfig, ckpt["config"])
     model = DMCodec(cfg.model)
@@ -54,8 +55,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     if avg > 1:
         paths = checkpoints_ending_at(path, avg)
         states = [load_checkpoint(p, restore_rng=False)["generator"] for p in paths[:-1]] + [state]
-        keep = (lambda name: False) if average_codebooks else is_codebook_entry
-        state = average_state_dicts(states, keep_last=keep)
+        state = average_state_dicts(states, keep_last=is_codebook_entry)
         averaged = [checkpoint_step(p) for p in paths]
     model.load_state_dict(state)
     history = ckpt.get("history") or []
@@ -74,6 +74,8 @@ def validate_averages(checkpoint: str | Path, counts: list[int], valid_cuts: str
     ``--avg`` on the development set rather than on the test set."""
     from dmtts.codec.train import CodecTrainer, _load_cuts
 
+    if not counts or min(counts) < 1:
+        raise DmttsError(f"--avg takes checkpoint counts of at least 1, got {counts}")
     path, ckpt = load_codec_checkpoint(checkpoint)
     cfg = from_dict(CodecTrainingConfig, ckpt["config"])
     cuts = valid_cuts or cfg.data.valid_cuts
