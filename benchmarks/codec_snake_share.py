@@ -7,8 +7,8 @@ bound of any fused Snake kernel: one elementwise pass forward, one backward).
     python benchmarks/codec_snake_share.py --repeats 5
 
 Prints the best of ``--repeats`` interleaved runs of each and their ratio. On the project's
-2-core machine (2026-12-03): 0.324 s as is, 0.327 s with the multiply: Snake's share is within
-the noise, so fusing it cannot make the step faster; the convolutions (about 43 % of the step)
+2-core machine (2026-12-03): 0.324 s as is, 0.327 s with the multiply (a later, quieter run:
+0.268 and 0.269 s, ratio 0.994): Snake's share is within the noise, so fusing it cannot make the step faster; the convolutions (about 43 % of the step)
 and the LSTMs (about 20 %) are where the time goes.
 """
 
