@@ -49,10 +49,14 @@ def checkpoint_dir(exp_dir: str | Path) -> Path:
 
 def list_checkpoints(exp_dir: str | Path) -> list[Path]:
     """Complete checkpoints of an experiment, oldest first."""
-    ckpt_dir = checkpoint_dir(exp_dir)
-    if not ckpt_dir.is_dir():
+    return _checkpoints_in(checkpoint_dir(exp_dir))
+
+
+def _checkpoints_in(folder: Path) -> list[Path]:
+    """The complete checkpoint files (``step-XXXXXXXX.pt``) in ``folder``, oldest first."""
+    if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -76,7 +80,7 @@ def checkpoints_ending_at(last: str | Path, count: int) -> list[Path]:
     if count < 1:
         raise DmttsError(f"--avg must be at least 1, got {count}")
     step = checkpoint_step(last)
-    found = [p for p in sorted(last.parent.glob("step-*.pt"), key=checkpoint_step) if checkpoint_step(p) <= step]
+    found = [p for p in _checkpoints_in(last.parent) if checkpoint_step(p) <= step]
     if len(found) < count:
         raise DmttsError(f"--avg {count} needs {count} checkpoints up to '{last.name}' but '{last.parent}' holds "
                          f"{len(found)}; pass a smaller --avg or train with a larger train.keep_last")
