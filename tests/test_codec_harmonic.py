@@ -158,15 +158,31 @@ def test_the_pitch_losses_move_the_head_to_the_yin_f0_and_voicing():
     assert stats["f0_cents"] < 30 and (torch.sigmoid(pred.voicing_logit[:, 2:14]) > 0.9).all()
 
 
-@pytest.mark.parametrize("encoder_pitch", [False, True])  # True: the loss reuses the forward's YIN track
-def test_a_training_step_supervises_and_reports_pitch(tmp_path, encoder_pitch):
+def test_harmonic_synthesis_runs_in_fp32_under_bf16_autocast():
+    """``train.bf16`` (the GPU recipes') wraps the decoder in bf16 autocast: the oscillator bank
+    must neither fail on mixed dtypes nor sum its sinusoids in bf16."""
+    g = torch.Generator().manual_seed(0)
+    f0 = 100.0 + 200.0 * torch.rand(2, 12, generator=g)
+    amps = torch.rand(2, 40, 12, generator=g)
+    numbers = torch.arange(1.0, 41.0)
+    plain = harmonic_synthesis(f0, amps, HOP, SR, numbers)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = harmonic_synthesis(f0, amps, HOP, SR, numbers)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+
+
+@pytest.mark.parametrize("encoder_pitch,bf16", [(False, False), (True, False), (True, True)])
+def test_a_training_step_supervises_and_reports_pitch(tmp_path, encoder_pitch, bf16):
+    """``encoder_pitch``: the loss reuses the forward's YIN track; ``bf16``: the step under bf16 autocast."""
     from dmtts.codec.train import CodecTrainer
 
     torch.manual_seed(0)
     cfg = training_config("tiny", {"model": {"decoder_head": "harmonic", "decoder_activation": "snake",
                                              "encoder_pitch": encoder_pitch},
                                    "loss": {"stft_ffts": [256, 512], "lambda_stft": 10.0, "lambda_wav": 0.0,
-                                            "lambda_f0": 100.0, "lambda_voicing": 10.0}})
+                                            "lambda_f0": 100.0, "lambda_voicing": 10.0},
+                                   "train": {"bf16": bf16}})
     trainer = CodecTrainer(cfg, tmp_path / "exp", progress=False)
     pitch_conv = trainer.codec.decoder.model[-1].pitch
     before = pitch_conv.weight.detach().clone()
