@@ -1,5 +1,5 @@
-"""Small helpers shared across the toolkit: atomic writes, path checks, storage dtypes, rank roles
-and the torchrun environment."""
+"""Small helpers shared across the toolkit: atomic writes, path checks, storage dtypes, fp32 regions
+inside autocast, rank roles and the torchrun environment."""
 
 from __future__ import annotations
 
@@ -85,6 +85,15 @@ def storage_state(state: dict, dtype: str = "float32") -> dict:
             v = v.to(torch.float16)
         out[k] = v.contiguous()
     return out
+
+
+
+def fp32_region(x):
+    """A context in which autocast is off on tensor ``x``'s device: code that must compute in fp32
+    also inside a bf16 ``torch.autocast`` region (the RVQ's distances, the harmonic oscillator bank)."""
+    import torch
+
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 class RankRoles:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmtts.codec.pitch import PitchPrediction
+from dmtts.utils import fp32_region
 
 
 class Snake(nn.Module):
@@ -284,7 +285,7 @@ def harmonic_synthesis(f0: torch.Tensor, amplitudes: torch.Tensor, hop: int, sam
     ends = ends.permute(0, 2, 1, 3).reshape(batch * (frames + 1), n_harmonics, 2)
     # fp32 also inside a bf16 autocast region: a sum of up to 160 sinusoids in bf16's 8-bit
     # mantissa would add quantisation noise of about -50 dB to every voiced sample
-    with torch.autocast(device_type=sines.device.type, enabled=False):
+    with fp32_region(sines):
         left, right = torch.bmm(sines, ends).unbind(-1)  # [B * (T + 1), hop] each
     wav = torch.lerp(left, right, w).reshape(batch, 1, -1)
     return wav[..., lead:lead + n]

@@ -43,11 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmtts.train.distributed import all_reduce_sum, broadcast
-
-
-def _fp32_region(x: torch.Tensor):
-    """A context in which autocast is off on ``x``'s device (the quantizer computes in fp32)."""
-    return torch.autocast(device_type=x.device.type, enabled=False)
+from dmtts.utils import fp32_region
 
 
 def _sample_vectors(samples: torch.Tensor, num: int) -> torch.Tensor:
@@ -209,7 +205,7 @@ class ResidualVectorQuantizer(nn.Module):
         Runs in fp32 whatever the autocast state; the outputs are fp32 (gradients reach ``x`` in
         its own dtype through the cast)."""
         n_q = self._check_nq(n_q)
-        with _fp32_region(x):
+        with fp32_region(x):
             return self._forward_fp32(x.float(), n_q)
 
     def _forward_fp32(self, x: torch.Tensor, n_q: int) -> RVQOutput:
@@ -252,7 +248,7 @@ class ResidualVectorQuantizer(nn.Module):
         """``x[B, D, T]`` -> ``codes[B, n_q, T]`` (no codebook updates)."""
         n_q = self._check_nq(n_q)
         B, D, T = x.shape
-        with _fp32_region(x):
+        with fp32_region(x):
             residual = x.float().transpose(1, 2).reshape(-1, D)
             codes = []
             for layer in self.layers[:n_q]:
