@@ -48,3 +48,14 @@ def test_long_running_commands_can_hide_their_progress_bar():
     for command in LONG_RUNNING:
         assert command in commands, f"no command '{command}'"
         assert "--no-progress" in commands[command], f"'dmtts {command}' has no --no-progress"
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m dmtts` is the `dmtts` command (a source checkout without the entry point)."""
+    import subprocess
+    import sys
+
+    from dmtts import __version__
+
+    out = subprocess.run([sys.executable, "-m", "dmtts", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"dmtts {__version__}"

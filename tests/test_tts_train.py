@@ -102,3 +102,42 @@ def test_a_wall_clock_cap_is_flagged(tmp_path, data, caplog):
     summary = json.loads((out / "config.json").read_text())["training"]
     assert summary["capped"] and summary["steps"] < 1000 and summary["max_steps"] == 1000
     assert "stopped the AR after" in caplog.text
+
+
+def test_export_best_picks_the_kept_checkpoint_with_the_lowest_validation_loss(tmp_path, data):
+    """`dmtts tts export --checkpoint best`: the lowest validation loss among the checkpoints still
+    on disk, with that checkpoint's weights (not the newest's)."""
+    from safetensors.torch import load_file
+
+    from dmtts.errors import DmttsError
+    from dmtts.train.checkpoint import latest_checkpoint, list_checkpoints
+    from dmtts.tts.export import WEIGHTS_FILE, best_checkpoint, export_checkpoint
+    from dmtts.tts.train import train
+
+    cfg = write_config(tmp_path / "c.yaml", data, **{"training.max_steps": 12, "training.valid_interval": 4,
+                                                      "training.save_interval": 4, "training.keep_last": 3})
+    exp = tmp_path / "exp"
+    train("nar", str(cfg), str(exp), progress=False)
+    kept = [int(p.stem.split("-")[1]) for p in list_checkpoints(exp)]
+    assert len(kept) == 3 and kept[-1] == 12
+    # a hand-made validation history: the lowest loss belongs to a step whose checkpoint is gone,
+    # the second lowest to the oldest kept one
+    latest = latest_checkpoint(exp)
+    payload = torch.load(latest, weights_only=False)
+    losses = {s: 5.0 for s in kept}
+    losses[kept[0]] = 2.0
+    payload["train_state"]["history"]["valid"] = [(1, 0.5)] + sorted(losses.items())
+    torch.save(payload, latest)
+    best = best_checkpoint(exp)
+    assert best.name == f"step-{kept[0]:08d}.pt"
+    out = export_checkpoint(exp, tmp_path / "best", "best")
+    weights = load_file(str(out / WEIGHTS_FILE))
+    state = torch.load(best, weights_only=False)["model"]
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
+    newest = torch.load(latest, weights_only=False)["model"]
+    assert any(not torch.equal(weights[k], newest[k]) for k in weights)
+    # no kept checkpoint was validated: a clear error
+    payload["train_state"]["history"]["valid"] = [(1, 0.5)]
+    torch.save(payload, latest)
+    with pytest.raises(DmttsError, match="no kept checkpoint has a validation loss"):
+        best_checkpoint(exp)

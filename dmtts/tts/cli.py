@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     ex = tsub.add_parser("export", help="export a checkpoint as a model directory for dmtts synthesize")
     ex.add_argument("--exp-dir", required=True)
     ex.add_argument("--out", required=True, help="output directory (config.json, model.safetensors, symbols)")
-    ex.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in --exp-dir)")
+    ex.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in --exp-dir; 'best': the kept "
+                         "checkpoint with the lowest validation loss)")
     ex.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                     help="storage precision of the weights (float16: half the size; loaded as float32)")
     ex.set_defaults(func=_export)

@@ -57,9 +57,30 @@ def export_model(model, kind: str, mcfg, text, train_cfg, out_dir: str | Path, d
     return out_dir
 
 
+def best_checkpoint(exp_dir: str | Path) -> Path | None:
+    """The kept checkpoint of ``exp_dir`` whose step has the lowest validation loss.
+
+    For long runs on a small corpus, where the newest checkpoint may have begun to overfit. The
+    validation history comes from the newest checkpoint (it holds every point); only steps whose
+    checkpoint is still on disk (``training.keep_last``) compete. None without checkpoints."""
+    from dmtts.train.checkpoint import checkpoint_step, latest_checkpoint, list_checkpoints, load_checkpoint
+
+    latest = latest_checkpoint(exp_dir)
+    if latest is None:
+        return None
+    valid = dict(load_checkpoint(latest, restore_rng=False)["train_state"]["history"]["valid"])
+    kept = {checkpoint_step(p): p for p in list_checkpoints(exp_dir)}
+    scored = [(loss, step) for step, loss in valid.items() if step in kept]
+    if not scored:
+        raise DmttsError(f"'{exp_dir}': no kept checkpoint has a validation loss (training.valid_interval "
+                         f"and save_interval must share steps); export the newest instead")
+    return kept[min(scored)[1]]
+
+
 def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str | Path | None = None,
                       dtype: str = "float32") -> Path:
-    """Export a training checkpoint (default: the newest in ``exp_dir``)."""
+    """Export a training checkpoint (default: the newest in ``exp_dir``; ``"best"``: the kept
+    checkpoint with the lowest validation loss, see :func:`best_checkpoint`)."""
     from dmtts.config import load_config
     from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint
     from dmtts.tts.config import TTSModelConfig, TTSTrainConfig
@@ -67,7 +88,10 @@ def export_checkpoint(exp_dir: str | Path, out_dir: str | Path, checkpoint: str 
     from dmtts.tts.model import build_model
 
     exp_dir = Path(exp_dir)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(exp_dir)
+    if checkpoint == "best":
+        ckpt = best_checkpoint(exp_dir)
+    else:
+        ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(exp_dir)
     if ckpt is None:
         raise DmttsError(f"'{exp_dir}' has no checkpoints: train with 'dmtts tts train' first")
     payload = load_checkpoint(ckpt, restore_rng=False)
