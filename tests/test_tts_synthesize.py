@@ -209,3 +209,62 @@ def test_tokenize_batched_codes_equal_one_cut_at_a_time(models, tmp_path):
             alone = codec.encode(torch.from_numpy(c.load_audio()).float()[None]).numpy()[0].T
         np.testing.assert_array_equal(b[cid], alone)
     assert len(np.unique(np.concatenate(list(b.values())))) > 8  # real codes, not a constant
+
+
+def _codec_with_random_codebooks():
+    """The tiny preset's codebooks start at zero (k-means fills them on the first batch): give
+    them values so that every level changes the latent."""
+    from dmtts.codec.model import DMCodec
+
+    torch.manual_seed(0)
+    codec = DMCodec.from_preset("tiny").eval()
+    for layer in codec.quantizer.layers:
+        layer.embed.copy_(torch.randn_like(layer.embed))
+        layer.inited.fill_(1.0)
+    return codec
+
+
+def test_expected_latent_of_one_hot_probabilities_is_the_codes_latent():
+    """DMCodec.decode_expected: one-hot distributions decode exactly as their codes; a uniform
+    level adds that codebook's mean vector (hand computation)."""
+    codec = _codec_with_random_codebooks()
+    V, K, T = codec.config.codebook_size, codec.config.n_q, 7
+    codes = torch.randint(0, V, (1, K, T))
+    probs = torch.nn.functional.one_hot(codes, V).float()  # [1, K, T, V]
+    rvq = codec.quantizer
+    assert torch.allclose(rvq.decode_expected(probs), rvq.decode(codes), atol=1e-6)
+    with torch.inference_mode():
+        assert torch.allclose(codec.decode_expected(probs), codec.decode(codes), atol=1e-5)
+    probs[:, 1] = 1.0 / V
+    want = rvq.layers[0].embed[codes[0, 0]].T[None] + rvq.layers[1].embed.mean(0)[None, :, None] + \
+        sum(rvq.layers[k].embed[codes[0, k]].T[None] for k in range(2, K))
+    assert torch.allclose(rvq.decode_expected(probs), want, atol=1e-5)
+
+
+def test_nar_decoding_expected(models, tmp_path, capsys):
+    """--nar-decoding expected: the NAR's greedy codes are its distributions' argmax, level 1 is
+    the AR's; the synthesis has the argmax run's length; with --stream it is a clear error."""
+    from dmtts.tts.synthesize import SynthesisItem, Synthesizer
+
+    codec_dir = tmp_path / "codec"
+    _codec_with_random_codebooks().save_pretrained(codec_dir)
+    models = {**models, "codec": codec_dir}
+    synth = Synthesizer(models["ar"], models["nar"], codec_dir, nar_decoding="expected")
+    text, text_lens, codes, prompt_lens, *_ = synth.prepare(
+        [SynthesisItem("Hello world.", np.zeros(16000, np.float32), "The quick brown fox.")])
+    l1 = torch.randint(0, synth.nar.cfg.codebook_size, (1, 9))
+    (got_codes, probs), = synth.nar.generate(text, text_lens, codes, prompt_lens, l1, torch.tensor([9]), return_probs=True)
+    plain, = synth.nar.generate(text, text_lens, codes, prompt_lens, l1, torch.tensor([9]))
+    assert torch.equal(got_codes, plain) and torch.equal(got_codes[:, 0], l1[0])
+    assert torch.equal(probs.argmax(-1), plain) and torch.allclose(probs.sum(-1), torch.ones(9, synth.n_q))
+    outs = {}
+    for mode in ("argmax", "expected"):
+        out = tmp_path / f"{mode}.wav"
+        assert main(_args(models, "--text", "Hello world.", "--prompt-audio", str(models["prompt"]), "--prompt-text",
+                          "The quick brown fox.", "--out", str(out), "--seed", "3", "--nar-decoding", mode)) == 0
+        outs[mode] = sf.read(out)[0]
+    assert len(outs["expected"]) == len(outs["argmax"]) and np.isfinite(outs["expected"]).all()
+    assert not np.array_equal(outs["expected"], outs["argmax"])
+    rc = main(_args(models, "--text", "Hello.", "--prompt-audio", str(models["prompt"]), "--prompt-text", "hi there",
+                    "--out", str(tmp_path / "s.wav"), "--stream", "--nar-decoding", "expected"))
+    assert rc == 2 and "does not stream" in capsys.readouterr().err

@@ -141,3 +141,37 @@ def test_export_best_picks_the_kept_checkpoint_with_the_lowest_validation_loss(t
     torch.save(payload, latest)
     with pytest.raises(DmttsError, match="no kept checkpoint has a validation loss"):
         best_checkpoint(exp)
+
+
+def test_init_from_starts_at_the_given_weights(tmp_path, data):
+    """training.init_from: an export (float16 too) or a checkpoint file gives the step-0 weights;
+    another kind or model config is a clear error; --resume ignores it."""
+    from dmtts.errors import DmttsError
+    from dmtts.train.checkpoint import list_checkpoints
+    from dmtts.tts.export import export_checkpoint
+    from dmtts.tts.train import train
+
+    base = write_config(tmp_path / "a.yaml", data, **{"training.max_steps": 6})
+    train("nar", str(base), str(tmp_path / "a"), progress=False)
+    src = export_checkpoint(tmp_path / "a", tmp_path / "a_fp16", dtype="float16")
+    src_ckpt = list_checkpoints(tmp_path / "a")[-1]
+    for name, source in (("export", src), ("checkpoint", src_ckpt)):
+        # base_lr 0: the one step keeps the weights, so the saved model is the start
+        cfg = write_config(tmp_path / f"{name}.yaml", data, **{"training.max_steps": 1, "optim.base_lr": 0.0,
+                                                                "training.init_from": str(source)})
+        out = train("nar", str(cfg), str(tmp_path / name), progress=False)
+        got = torch.load(list_checkpoints(tmp_path / name)[-1], weights_only=False)["model"]
+        want = torch.load(src_ckpt, weights_only=False)["model"]
+        tol = 1e-3 if name == "export" else 0.0  # float16 storage
+        assert all(torch.allclose(got[k].float(), want[k].float(), atol=tol, rtol=tol) for k in want), name
+        assert json.loads((out / "config.json").read_text())["training"]["init_from"] == str(source)
+    wrong_kind = write_config(tmp_path / "k.yaml", data, **{"training.max_steps": 1, "training.init_from": str(src)})
+    with pytest.raises(DmttsError, match="holds a NAR model, not AR"):
+        train("ar", str(wrong_kind), str(tmp_path / "k"), progress=False)
+    wrong_size = write_config(tmp_path / "s.yaml", data, **{"training.max_steps": 1, "training.init_from": str(src),
+                                                            "model.ffn_dim": 48})
+    with pytest.raises(DmttsError, match="ffn_dim"):
+        train("nar", str(wrong_size), str(tmp_path / "s"), progress=False)
+    missing = write_config(tmp_path / "m.yaml", data, **{"training.max_steps": 1, "training.init_from": str(tmp_path / "nope")})
+    with pytest.raises(DmttsError, match="does not exist"):
+        train("nar", str(missing), str(tmp_path / "m"), progress=False)

@@ -218,6 +218,19 @@ class DMCodec(nn.Module):
         wav = self._decoder(self.quantizer.decode(codes), phase, carry)
         return wav if length is None else wav[..., :length]
 
+    def decode_expected(self, probs: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """``probs[B, K, T, codebook_size]`` (a distribution over the codes of each level) ->
+        ``wav[B, 1, T * hop]``: the decoder run on the expected latent
+        (:meth:`~dmtts.codec.rvq.ResidualVectorQuantizer.decode_expected`). For a model that
+        predicts codes with little confidence (an undertrained TTS NAR), this averages where a
+        greedy code would add a wrong residual vector."""
+        if probs.dim() == 3:
+            probs = probs[None]
+        if probs.shape[2] == 0:
+            raise DmttsError("probs are empty (0 frames)")
+        wav = self._decoder(self.quantizer.decode_expected(probs))
+        return wav if length is None else wav[..., :length]
+
     def encode_long(self, wav: torch.Tensor, n_q: int | None = None, chunk_seconds: float = 30.0,
                     context_seconds: float = 1.0) -> torch.Tensor:
         """Encode ``wav[B, 1, N]`` of any length with memory bounded by the chunk size.

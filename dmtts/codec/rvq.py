@@ -257,6 +257,23 @@ class ResidualVectorQuantizer(nn.Module):
                 residual = residual - layer.dequantize(idx)
         return torch.stack(codes, dim=1)
 
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs[B, K, T, codebook_size]`` (K <= n_q; a distribution over each level's codes)
+        -> the expected latent ``[B, D, T]``: the sum over levels of the probability-weighted
+        codebook vectors. One-hot ``probs`` give :meth:`decode` of their codes; an uncertain level
+        contributes its mean vector instead of one guessed entry (the mean-squared-error
+        estimate of the latent, by linearity of the residual sum)."""
+        if probs.dim() != 4 or probs.shape[1] > self.n_q or probs.shape[-1] != self.codebook_size:
+            from dmtts.errors import DmttsError
+
+            raise DmttsError(f"probs must have shape [B, K<= {self.n_q}, T, {self.codebook_size}], got {tuple(probs.shape)}")
+        out = None
+        for k in range(probs.shape[1]):
+            embed = self.layers[k].embed
+            q = probs[:, k].to(embed.dtype) @ embed  # [B, T, D]
+            out = q if out is None else out + q
+        return out.transpose(1, 2)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes[B, K, T]`` (K <= n_q) -> quantized latents ``[B, D, T]``."""
         if codes.dim() != 3 or codes.shape[1] > self.n_q:

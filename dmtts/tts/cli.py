@@ -104,6 +104,9 @@ def register(subparsers) -> None:
     s.add_argument("--quantize", default="none", choices=["none", "int8"],
                    help="int8: torch.ao dynamic int8 quantization of the AR's and NAR's linear layers (CPU); see "
                    "the README for its measured speed and effect on the output")
+    s.add_argument("--nar-decoding", default="argmax", choices=["argmax", "expected"],
+                   help="argmax: the NAR's greedy codes (VALL-E); expected: the codec decoder on the expected "
+                   "latent under the NAR's distributions (helps an uncertain NAR; not with --stream; README)")
     st = s.add_argument_group("streaming (--text only)", "audio written chunk by chunk while the AR is still generating "
                               "(dmtts.tts.streaming); sizes in codec frames (50 per second)")
     st.add_argument("--stream", action="store_true",

@@ -120,6 +120,10 @@ class TTSTrainingConfig:
     valid_interval: int = 1000
     save_interval: int = 1000
     keep_last: int = 3
+    # start from these weights (an exported model directory, `dmtts tts export`, or a training
+    # checkpoint file) with a fresh optimiser and schedule: fine-tuning, or continuing a shipped
+    # model. The model config must match. Ignored by --resume (the checkpoint has the weights).
+    init_from: str = ""
     # inference defaults stored with the exported model
     max_len_ratio: float = 10.0  # AR stops after this many frames per target text token
     min_len_ratio: float = 0.0

@@ -309,12 +309,17 @@ class NARModel(nn.Module):
         return loss, {"loss": loss.detach(), "acc": acc, "frames": scored.sum()}
 
     @torch.inference_mode()
-    def generate(self, text, text_lens, prompt_codes, prompt_lens, level1, level1_lens, target_offset=0) -> list[torch.Tensor]:
+    def generate(self, text, text_lens, prompt_codes, prompt_lens, level1, level1_lens, target_offset=0,
+                 return_probs: bool = False) -> list:
         """Greedy levels 2..n_q. ``prompt_codes [B, P, n_q]``, ``level1 [B, T]`` (AR output).
 
         Returns one ``[T_b, n_q]`` tensor per sample (the target frames only, prompt removed).
         ``level1`` may be a window of the AR output that starts ``target_offset`` frames after
         the prompt (streaming synthesis): its frames keep their positions in the utterance.
+        ``return_probs``: ``(codes [T_b, n_q], probs [T_b, n_q, codebook_size])`` per sample
+        instead, ``probs`` one-hot at level 1 and the model's distribution at the levels it
+        predicts (each level still conditioned on the greedy codes below it), for
+        ``DMCodec.decode_expected``.
         """
         B = text.shape[0]
         dev = text.device
@@ -327,11 +332,20 @@ class NARModel(nn.Module):
             codes[b, p : p + t, 0] = level1[b, :t].long()
         frame = torch.arange(T, device=dev)[None, :]
         target = (frame >= prompt_lens[:, None]) & (frame < total[:, None])
+        probs = None
+        if return_probs:
+            probs = torch.zeros(B, T, self.cfg.n_q, self.cfg.codebook_size, device=dev)
+            probs[..., 0, :] = F.one_hot(codes[..., 0], self.cfg.codebook_size).float()
         for k in range(2, self.cfg.n_q + 1):
             level = torch.full((B,), k, dtype=torch.long, device=dev)
-            pred = self._logits(text, text_lens, codes, total, prompt_lens, level, target_offset).argmax(-1)
-            codes[..., k - 1] = torch.where(target, pred, codes[..., k - 1])
-        return [codes[b, int(prompt_lens[b]) : int(total[b])] for b in range(B)]
+            logits = self._logits(text, text_lens, codes, total, prompt_lens, level, target_offset)
+            codes[..., k - 1] = torch.where(target, logits.argmax(-1), codes[..., k - 1])
+            if probs is not None:
+                probs[..., k - 1, :] = logits.float().softmax(-1)
+        spans = [(int(prompt_lens[b]), int(total[b])) for b in range(B)]
+        if probs is None:
+            return [codes[b, lo:hi] for b, (lo, hi) in enumerate(spans)]
+        return [(codes[b, lo:hi], probs[b, lo:hi]) for b, (lo, hi) in enumerate(spans)]
 
 
 def build_model(kind: str, cfg: TTSModelConfig) -> nn.Module:

@@ -65,6 +65,11 @@ class SynthesisResult:
         return kept[0]["failure"] if kept else None
 
 
+# How the NAR's levels become audio: ``argmax``, its greedy codes (VALL-E); ``expected``, the codec
+# decoder on the expected latent under the NAR's distributions (DMCodec.decode_expected).
+NAR_DECODINGS = ("argmax", "expected")
+
+
 class Synthesizer:
     def __init__(
         self,
@@ -83,6 +88,7 @@ class Synthesizer:
         max_retries: int = 2,
         checks: DecodeChecks | None = None,
         quantize: str = "none",
+        nar_decoding: str = "argmax",
     ):
         from dmtts.tts.export import load_exported
         from dmtts.tts.fast_inference import apply_quantize
@@ -108,6 +114,9 @@ class Synthesizer:
                     f"the {name} model expects {model.cfg.n_q} levels of {model.cfg.codebook_size} codes but the codec has "
                     f"{ccfg.n_q} levels of {ccfg.codebook_size}: use the codec the training cuts were tokenized with"
                 )
+        if nar_decoding not in NAR_DECODINGS:
+            raise DmttsError(f"--nar-decoding must be one of {', '.join(NAR_DECODINGS)}, got '{nar_decoding}'")
+        self.nar_decoding = nar_decoding
         if max_retries < 0:
             raise DmttsError(f"--max-retries must be >= 0, got {max_retries}")
         if ras and (ras_window < 1 or not 0 <= ras_threshold < 1):
@@ -230,10 +239,14 @@ class Synthesizer:
         l1 = torch.zeros(len(items), int(l1_lens.max()), dtype=torch.long, device=dev)
         for i, x in enumerate(chosen):
             l1[i, : len(x)] = x
-        full = self.nar.generate(text, text_lens, codes, prompt_lens, l1, l1_lens)
+        expected = self.nar_decoding == "expected"
+        full = self.nar.generate(text, text_lens, codes, prompt_lens, l1, l1_lens, return_probs=expected)
         out = []
         for x, att in zip(full, attempts):  # decode one by one: no padding artefacts, bounded memory
-            y = self.codec.decode(x.T[None].to(dev))
+            if expected:  # (codes [T, n_q], probs [T, n_q, V]) -> the decoder on the expected latent
+                y = self.codec.decode_expected(x[1].permute(1, 0, 2)[None].to(dev))
+            else:
+                y = self.codec.decode(x.T[None].to(dev))
             out.append(SynthesisResult(y[0, 0].float().cpu().numpy(), att))
         return out
 

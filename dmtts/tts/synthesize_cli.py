@@ -146,7 +146,7 @@ def _make_synth(args) -> Synthesizer:
         temperature=args.temperature, max_len_ratio=args.max_len_ratio,
         dtype=getattr(torch, args.dtype), ras=args.ras, ras_window=args.ras_window,
         ras_threshold=args.ras_threshold, max_retries=args.max_retries, checks=checks,
-        quantize=getattr(args, "quantize", "none"),
+        quantize=getattr(args, "quantize", "none"), nar_decoding=getattr(args, "nar_decoding", "argmax"),
     )
 
 
@@ -168,6 +168,9 @@ def synthesize_stream(args) -> None:
     from dmtts.tts.streaming import StdoutWav, stream_text
     from dmtts.tts.synthesize import _StreamedWav
 
+    if getattr(args, "nar_decoding", "argmax") != "argmax":
+        raise DmttsError("--nar-decoding expected does not stream (a chunk is decoded from codes): drop --stream, "
+                         "or use --nar-decoding argmax")
     settings = stream_settings(args)
     check_not_empty(args.text, "--text")
     synth = _make_synth(args)

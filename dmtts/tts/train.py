@@ -145,6 +145,44 @@ def check_codes(cuts, mcfg, path, n: int = 20) -> None:
             )
 
 
+def init_weights(model, kind: str, mcfg, source: str) -> None:
+    """Load ``source`` (an exported model directory or a training checkpoint file) into ``model``:
+    the ``training.init_from`` start. Any other kind or shape is an error naming the mismatch."""
+    from dataclasses import asdict
+
+    from dmtts.tts.config import TTSModelConfig
+
+    path = Path(source)
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        from dmtts.tts.export import CONFIG_FILE, WEIGHTS_FILE
+
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise DmttsError(f"training.init_from '{source}' is not an exported TTS model (needs {CONFIG_FILE} and "
+                             f"{WEIGHTS_FILE}; export one with 'dmtts tts export')")
+        config = json.loads((path / CONFIG_FILE).read_text())
+        src_kind, src_model = config.get("kind"), config.get("model", {})
+        state = {k: v.float() for k, v in load_file(str(path / WEIGHTS_FILE)).items()}  # float16 storage
+    elif path.is_file():
+        from dmtts.train.checkpoint import load_checkpoint
+
+        payload = load_checkpoint(path, restore_rng=False)
+        src_kind, src_model, state = payload.get("kind"), payload.get("model_config", {}), payload["model"]
+    else:
+        raise DmttsError(f"training.init_from '{source}' does not exist: give an exported model directory or a "
+                         "checkpoint file")
+    if src_kind != kind:
+        raise DmttsError(f"training.init_from '{source}' holds a {str(src_kind).upper()} model, not {kind.upper()}")
+    want = asdict(mcfg)
+    diff = {k: (src_model.get(k), v) for k, v in want.items() if k != "dropout" and src_model.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in diff.items())
+        raise DmttsError(f"training.init_from '{source}' was trained with another model config ({detail}): "
+                         "set the same model keys, or train from scratch")
+    model.load_state_dict(state)
+
+
 # -- one step -------------------------------------------------------------------------------
 def nar_prompt_and_level(code_lens, n_q, dcfg, generator=None):
     """Per-sample prompt length (a prefix of the utterance) and target level k in 2..n_q."""
@@ -242,6 +280,9 @@ def train(kind: str, config_path: str, exp_dir: str, resume: bool = False, progr
         save_config(cfg, exp_dir / "config.yaml")
 
     model = build_model(kind, mcfg).to(device)
+    if tcfg.init_from and ckpt is None:
+        init_weights(model, kind, mcfg, tcfg.init_from)
+        logger.info("%s weights initialised from %s", kind.upper(), tcfg.init_from)
     if dist_info.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         logger.info("%s model: %.2fM parameters, %s", kind.upper(), n_params / 1e6, mcfg)

@@ -97,4 +97,6 @@ def training_summary(state: dict, tcfg) -> dict:
         # the flag, or (checkpoints written before it existed) the clock: at the cap, short of max_steps
         "capped": bool(tcfg.max_steps) and state["step"] < tcfg.max_steps and (
             bool(state.get("capped")) or bool(tcfg.max_minutes and state.get("elapsed", 0.0) / 60 >= tcfg.max_minutes)),
+        # steps and minutes above count from these weights, not from scratch
+        **({"init_from": str(tcfg.init_from)} if getattr(tcfg, "init_from", "") else {}),
     }
