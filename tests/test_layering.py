@@ -32,6 +32,7 @@ LAYERS = [
     {"eval"},  # metrics, codec and TTS evaluation, reports
     {"serve"},  # the HTTP demo
     {"cli"},  # the `dmtts` command, which registers every package's commands
+    {"__main__"},  # `python -m dmtts`: runs the command
 ]
 LAYER_OF = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
