@@ -391,10 +391,12 @@ def test_train_curves_overlay_runs_from_tensorboard(tmp_path, capsys):
                 writer.add_scalar("train/distill_lm", 0.5, step)
         writer.close()
     out = tmp_path / "curves"
-    assert main(["eval", "train-curves", "--runs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}",
+    # a run name with a comma (as in "lr 1e-3 (9,357 steps)") stays one CSV field
+    assert main(["eval", "train-curves", "--runs", f"a={tmp_path / 'a'}", f"b (3,000 steps)={tmp_path / 'b'}",
                  "--tags", "train/mel", "train/distill_lm", "--output-dir", str(out)]) == 0
     rows = list(csv.reader((out / "train_curves.csv").open()))
-    assert rows[0] == ["step", "a:train/mel", "b:train/mel", "b:train/distill_lm"]   # a never logged distill_lm
+    assert rows[0] == ["step", "a:train/mel", "b (3,000 steps):train/mel",
+                       "b (3,000 steps):train/distill_lm"]   # a never logged distill_lm
     assert rows[1:] == [["10", "10", "20", "0.5"], ["20", "20", "40", "0.5"], ["30", "30", "60", "0.5"]]
     assert (out / "train_curves.png").stat().st_size > 0
     assert main(["eval", "train-curves", "--runs", f"a={tmp_path}", "--output-dir", str(out)]) == 2

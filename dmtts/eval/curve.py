@@ -228,11 +228,14 @@ def compare_training_curves(runs: dict[str, Path], tags: Sequence[str], out_dir:
     columns = [(n, t) for n in runs for t in tags if (n, t) in series]
     steps = sorted({st for key in columns for st, _ in series[key]})
     values = {key: dict(series[key]) for key in columns}
-    lines = ["step," + ",".join(f"{n}:{t}" for n, t in columns)]
+    # csv quotes a run name with a comma in it ("lr 1e-3 (9,357 steps)"), so the file stays parseable
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step"] + [f"{n}:{t}" for n, t in columns])
     for st in steps:
-        lines.append(",".join([str(st)] + [f"{values[k][st]:.6g}" if st in values[k] else "" for k in columns]))
+        writer.writerow([st] + [f"{values[k][st]:.6g}" if st in values[k] else "" for k in columns])
     csv_path = out_dir / "train_curves.csv"
-    atomic_write_text(csv_path, "\n".join(lines) + "\n")
+    atomic_write_text(csv_path, buffer.getvalue())
 
     import matplotlib
 
