@@ -215,3 +215,17 @@ def test_export_avg_means_the_newest_checkpoints_but_takes_the_codebooks_from_th
     assert float(lines[1].split(",")[3]) == pytest.approx(rows[0]["mel"], abs=1e-5) and lines[2].startswith("3,2,4,")
     assert main(["codec", "export", "--checkpoint", str(tmp_path / "e"), "--out", str(tmp_path / "c"), "--avg", "2"]) == 0
     assert json.loads((tmp_path / "c/config.json").read_text())["training"]["averaged_steps"] == [3, 4]
+    # --avg best: the count with the lowest dev mel among the candidates the run has checkpoints for
+    # (8 > the 4 kept is skipped), its losses recorded; none possible is a clear error
+    rows = validate_averages(tmp_path / "e", [1, 2, 4])
+    best = min(rows, key=lambda r: r["mel"])["avg"]
+    assert main(["codec", "export", "--checkpoint", str(tmp_path / "e"), "--out", str(tmp_path / "b"),
+                 "--avg", "best", "--avg-candidates", "1", "2", "4", "8"]) == 0
+    record = json.loads((tmp_path / "b/config.json").read_text())["training"]
+    assert record["avg_chosen_on_dev"]["avg"] == best
+    assert record["avg_chosen_on_dev"]["valid_mel"] == {str(r["avg"]): pytest.approx(r["mel"], abs=1e-5) for r in rows}
+    assert record.get("averaged_steps", [4]) == [4, 3, 2, 1][:best][::-1]
+    with pytest.raises(DmttsError, match="fewer than any of --avg-candidates"):
+        export_checkpoint(tmp_path / "e", tmp_path / "x", avg="best", avg_candidates=(8, 16))
+    with pytest.raises(SystemExit):   # argparse: "expected a checkpoint count or 'best'"
+        main(["codec", "export", "--checkpoint", str(tmp_path / "e"), "--out", str(tmp_path / "x"), "--avg", "most"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dmtts.codec.config import AVG_CANDIDATES
 from dmtts.errors import DmttsError
 from dmtts.utils import STORAGE_DTYPES
 
@@ -51,9 +52,12 @@ def register(subparsers) -> None:
     x.add_argument("--out", required=True, help="output model directory")
     x.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32",
                    help="storage precision of the weights (float16: half the size; loaded as float32)")
-    x.add_argument("--avg", type=int, default=1,
+    x.add_argument("--avg", type=_avg_count, default=1,
                    help="export the mean weights of this many newest checkpoints up to --checkpoint (icefall's "
-                        "--avg; the codebooks come from the last one)")
+                        "--avg; the codebooks come from the last one), or 'best': the count of --avg-candidates "
+                        "whose mean has the lowest validation mel loss on the run's valid_cuts (`codec validate`)")
+    x.add_argument("--avg-candidates", type=int, nargs="+", default=list(AVG_CANDIDATES),
+                   help="checkpoint counts that --avg best scores (those the run kept enough checkpoints for)")
     x.set_defaults(func=_export)
 
     v = sub.add_parser("validate", help="validation losses of checkpoint averages: choose export --avg on dev",
@@ -177,11 +181,29 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _avg_count(value: str) -> int | str:
+    """``--avg``: a checkpoint count of at least 1, or ``best``."""
+    if value == "best":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a checkpoint count or 'best', got '{value}'") from None
+
+
 def _export(args: argparse.Namespace) -> int:
+    import json
+
     from dmtts.codec.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, avg=args.avg)
-    averaged = f", the mean of {args.avg} checkpoints" if args.avg > 1 else ""
+    out = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, avg=args.avg,
+                            avg_candidates=tuple(args.avg_candidates))
+    training = json.loads((Path(out) / "config.json").read_text()).get("training", {})
+    if "avg_chosen_on_dev" in training:
+        losses = ", ".join(f"{n}: {mel:.4f}" for n, mel in training["avg_chosen_on_dev"]["valid_mel"].items())
+        print(f"--avg best: validation mel loss of each checkpoint mean ({losses})")
+    n = len(training.get("averaged_steps", [])) or 1
+    averaged = f", the mean of {n} checkpoints" if n > 1 else ""
     print(f"exported {args.checkpoint} -> {out} (config.json + model.safetensors in {args.dtype}, "
           f"weight norm folded{averaged})")
     return 0

@@ -36,6 +36,11 @@ from dmtts.errors import DmttsError
 PAPER_X = 120.0
 
 
+#: ``dmtts codec export --avg best`` scores the means of these checkpoint counts on the run's dev set
+#: (those it kept enough checkpoints for) and exports the one with the lowest validation mel loss
+AVG_CANDIDATES = (1, 2, 4, 8, 12, 16)
+
+
 @dataclass
 class CodecModelConfig:
     """Generator architecture: SEANet encoder/decoder and RVQ (DESIGN §5)."""

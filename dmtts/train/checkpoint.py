@@ -73,14 +73,20 @@ def checkpoint_step(path: str | Path) -> int:
     return int(m.group(1))
 
 
+def checkpoints_up_to(last: str | Path) -> list[Path]:
+    """Every checkpoint of ``last``'s experiment up to and including ``last``, oldest first."""
+    last = Path(last)
+    step = checkpoint_step(last)
+    return [p for p in _checkpoints_in(last.parent) if checkpoint_step(p) <= step]
+
+
 def checkpoints_ending_at(last: str | Path, count: int) -> list[Path]:
     """The ``count`` newest checkpoints of ``last``'s experiment up to and including ``last``,
     oldest first: what ``--avg N`` averages (icefall's convention)."""
     last = Path(last)
     if count < 1:
         raise DmttsError(f"--avg must be at least 1, got {count}")
-    step = checkpoint_step(last)
-    found = [p for p in _checkpoints_in(last.parent) if checkpoint_step(p) <= step]
+    found = checkpoints_up_to(last)
     if len(found) < count:
         raise DmttsError(f"--avg {count} needs {count} checkpoints up to '{last.name}' but '{last.parent}' holds "
                          f"{len(found)}; pass a smaller --avg or train with a larger train.keep_last")
