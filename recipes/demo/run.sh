@@ -27,8 +27,8 @@ codec_train_utts=       # training utterances with teacher features for the code
 seed=42                 # corpus, split and subset seed
 num_jobs=2              # parallel jobs for preparation
 codec=trained           # trained: train the codec here (stages 3-4) | pretrained: tokenize with pretrained/codec
-codec_avg=              # export the mean of this many newest codec checkpoints (default: toy 1, quality 4: the
-                        # count with the lowest dev mel loss, `dmtts codec validate`; docs/quality.md)
+codec_avg=              # export the mean of this many newest codec checkpoints (default: toy 1; quality best:
+                        # the count with the lowest dev mel loss of 1-16, `dmtts codec export --avg best`)
 help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> synthesis -> evaluation"
 
 . ../../egs_tools/parse_options.sh
@@ -36,7 +36,7 @@ help_message="Demo recipe: data -> teachers -> DM-Codec -> tokens -> AR/NAR -> s
 
 case "${scale}" in
   toy) work_dir=.; conf_suffix=tiny; num_pairs=6; : "${num_speakers:=8}"; : "${utts_per_speaker:=40}"; : "${codec_train_utts:=0}"; : "${codec_avg:=1}" ;;
-  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=25}"; : "${utts_per_speaker:=120}"; : "${codec_train_utts:=960}"; : "${codec_avg:=4}" ;;
+  quality|replication) work_dir=quality; conf_suffix=quality; num_pairs=20; : "${num_speakers:=25}"; : "${utts_per_speaker:=120}"; : "${codec_train_utts:=960}"; : "${codec_avg:=best}" ;;
   *) echo "$0: --scale must be toy, quality or replication, got '${scale}'" >&2; exit 1 ;;
 esac
 conf=$(pwd)/conf
