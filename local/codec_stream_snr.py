@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check: does streamed codec decoding equal whole-utterance decoding? Encodes an audio file with
 each codec, decodes its codes once whole and once chunk by chunk through the streaming decoder
-(``dmtts.tts.streaming.OverlapDecoder``, the chunk sizes of ``StreamSettings``: 10 frames doubling
-to 50), and prints the SNR of the streamed audio against the whole decode (float rounding alone
+(``dmtts.tts.streaming.decode_in_chunks``, the chunk sizes of ``StreamSettings``: 10 frames
+doubling to 50), and prints the SNR of the streamed audio against the whole decode (float rounding alone
 gives about 100 dB).
 
     python local/codec_stream_snr.py --codec recipes/demo/pretrained/codec [OTHER_CODEC ...] \\
@@ -18,7 +18,7 @@ import torch
 
 from dmtts.audio import load_audio
 from dmtts.codec.model import DMCodec
-from dmtts.tts.streaming import OverlapDecoder, StreamSettings
+from dmtts.tts.streaming import StreamSettings, decode_in_chunks
 
 
 def streamed_snr_db(codec: DMCodec, wav: np.ndarray) -> tuple[int, float]:
@@ -27,18 +27,10 @@ def streamed_snr_db(codec: DMCodec, wav: np.ndarray) -> tuple[int, float]:
     with torch.inference_mode():
         codes = codec.encode(x)[0].T  # [T, n_q], as synthesis hands them to the streaming decoder
         whole = codec.decode(codes.T[None])[0, 0].numpy()
-        decoder, settings = OverlapDecoder(codec), StreamSettings()
-        pieces, end, index, frames = [], 0, 0, len(codes)
-        while end < frames:
-            end = min(frames, end + settings.chunk_size(index))
-            index += 1
-            final = end + decoder.overlap >= frames  # the last chunk takes the frames its overlap would need
-            pieces.append(decoder.decode(codes, frames if final else end, final=final))
-            end = frames if final else end
-        streamed = np.concatenate(pieces)
+        streamed, _ = decode_in_chunks(codec, codes, StreamSettings())
     n = min(len(whole), len(streamed))
     error = whole[:n] - streamed[:n]
-    return frames, float(10 * np.log10((whole[:n] ** 2).sum() / max((error ** 2).sum(), 1e-30)))
+    return len(codes), float(10 * np.log10((whole[:n] ** 2).sum() / max((error ** 2).sum(), 1e-30)))
 
 
 def main() -> None:

@@ -154,6 +154,19 @@ class OverlapDecoder:
         return piece
 
 
+def decode_in_chunks(codec, codes: torch.Tensor, settings: "StreamSettings") -> tuple[np.ndarray, list[int]]:
+    """``codes [T, n_q]`` decoded chunk by chunk as streaming synthesis does (chunks of
+    ``settings.chunk_size``, the last one taking the rest): the audio and the chunk boundaries
+    (samples). Compared with ``codec.decode`` of all the codes it shows what streaming costs."""
+    decoder, pieces, end, index = OverlapDecoder(codec), [], 0, 0
+    while end + settings.chunk_size(index) + decoder.overlap <= len(codes):
+        end += settings.chunk_size(index)
+        pieces.append(decoder.decode(codes, end))
+        index += 1
+    pieces.append(decoder.decode(codes, len(codes), final=True))
+    return np.concatenate(pieces), [int(b) for b in np.cumsum([len(p) for p in pieces])[:-1]]
+
+
 def crossfade(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
     """``head`` with its first ``len(tail)`` samples faded in over ``tail`` (raised cosine: the
     weight of ``head`` is 0 at its first sample and rises to 1)."""
