@@ -10,7 +10,7 @@ from dmtts.codec.config import training_config
 from dmtts.codec.losses import MultiResolutionSTFTLoss
 from dmtts.codec.model import DMCodec
 from dmtts.codec.periodic import ISTFTHead, Snake, istft_same
-from dmtts.codec.train_report import run_record
+from dmtts.codec.train_report import cap_forecast, cosine_lr_fraction, run_record
 from dmtts.errors import DmttsError
 
 
@@ -104,6 +104,32 @@ def test_run_record_flags_a_capped_run_only_when_short_of_max_steps():
     assert run_record(100, 3, 60.0, cfg, capped=True)["capped"] is False
     assert run_record(100, 3, 50.0, cfg, capped=False) == {"steps": 100, "max_steps": 100, "epochs": 3,
                                                            "minutes": 0.83, "max_minutes": 1.0, "capped": False}
+
+
+def test_cap_forecast_says_where_the_cap_cuts_the_cosine_schedule_and_what_fits():
+    def cfg(**train):
+        return training_config("tiny", {"train": {"scheduler": "cosine", "max_steps": 12000, "max_minutes": 60.0,
+                                                  "lr_min_ratio": 0.2, **train}}).train
+
+    # 200 steps in 77 s (0.385 s a step): 3,523 s left -> 9,150 more steps -> stop at 9,350
+    f = cap_forecast(200, 77.0, 200, cfg())
+    assert f.seconds_per_step == pytest.approx(0.385)
+    assert f.stop_step == 9350 and f.max_steps == 12000
+    assert f.lr_fraction == pytest.approx(0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * 9350 / 12000)))
+    assert 0.29 < f.lr_fraction < 0.30
+    assert f.fitting_max_steps == 9000  # 0.97 * 3600 / 0.385 = 9,070, rounded down to a hundred
+    msg = f.message(60.0)
+    assert "near step 9,350 of its 12,000" in msg and "29 % of its peak" in msg and "train.max_steps to about 9,000" in msg
+    # a resumed invocation: the cap counts from its own start, after the steps already trained
+    resumed = cap_forecast(200, 77.0, 2200, cfg(max_steps=20000))
+    assert resumed.stop_step == 11350 and resumed.fitting_max_steps == 11000
+    # nothing to say: the schedule fits, no cap, or no cosine schedule
+    assert cap_forecast(200, 77.0, 200, cfg(max_steps=9000)) is None
+    assert cap_forecast(200, 77.0, 200, cfg(max_minutes=0.0)) is None
+    assert cap_forecast(200, 77.0, 200, cfg(scheduler="exponential")) is None
+    assert cosine_lr_fraction(0, 100, 0.2) == pytest.approx(1.0)
+    assert cosine_lr_fraction(50, 100, 0.2) == pytest.approx(0.6)
+    assert cosine_lr_fraction(150, 100, 0.2) == pytest.approx(0.2)
 
 
 def test_a_few_steps_of_the_istft_snake_decoder_with_the_stft_loss_lower_it(tmp_path):

@@ -87,6 +87,30 @@ def test_resume_continues_bit_identically_and_export(tmp_path):
         assert torch.equal(loaded.encode(x), trained.encode(x))
 
 
+def test_a_cap_that_will_cut_the_cosine_schedule_is_forecast_early_and_recorded(tmp_path, monkeypatch, caplog):
+    import json
+
+    import dmtts.codec.train as codec_train
+
+    monkeypatch.setattr(codec_train, "CAP_FORECAST_AFTER_STEPS", 2)
+    train = make_cuts(tmp_path, n=4, seconds=0.5)
+    cfg = micro_config(data={"train_cuts": str(train)},
+                       train={"scheduler": "cosine", "max_steps": 100000, "max_minutes": 0.03,
+                              "checkpoint_every": 0, "valid_every": 0, "tb_audio_every": 0})
+    with caplog.at_level("WARNING", logger="dmtts.codec.train"):
+        summary = _run(cfg, tmp_path / "exp")
+    assert summary["capped"] and summary["steps"] < 100000
+    forecast = summary["cap_forecast"]
+    assert "of its 100,000" in forecast and "set train.max_steps to about" in forecast
+    assert forecast in caplog.text
+    assert json.loads((tmp_path / "exp/train_summary.json").read_text())["cap_forecast"] == forecast
+    # a schedule that ends inside the cap gets no forecast
+    fits = micro_config(data={"train_cuts": str(train)},
+                        train={"scheduler": "cosine", "max_steps": 4, "max_minutes": 10.0, "checkpoint_every": 0,
+                               "valid_every": 0, "tb_audio_every": 0})
+    assert "cap_forecast" not in _run(fits, tmp_path / "fits")
+
+
 def test_resume_accepts_a_checkpoint_from_before_a_new_default_key_and_refuses_another_model(tmp_path):
     """A model key added since a checkpoint was saved (its default: the model the checkpoint has)
     does not block --resume; a different value of a key does."""

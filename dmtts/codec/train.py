@@ -35,13 +35,17 @@ from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, comm
                                 feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
 from dmtts.codec.pitch import pitch_loss
-from dmtts.codec.train_report import loss_summary, plot_losses, run_record, write_summary
+from dmtts.codec.train_report import cap_forecast, loss_summary, plot_losses, run_record, write_summary
 from dmtts.config import from_dict, save_config, to_dict
 from dmtts.errors import DmttsError
 from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dmtts.train.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, is_dist
 
 log = logging.getLogger("dmtts.codec.train")
+
+# After this many steps of an invocation, forecast whether train.max_minutes will cut the cosine
+# schedule short (warned once; recorded in train_summary.json as "cap_forecast").
+CAP_FORECAST_AFTER_STEPS = 200
 
 
 class Generator(nn.Module):
@@ -115,6 +119,7 @@ class CodecTrainer:
         self.elapsed = 0.0  # training seconds before this invocation (from the checkpoint)
         self._stop = False
         self.capped = False  # set when train.max_minutes stops the run before max_steps
+        self.cap_forecast: str | None = None  # the warning of _forecast_cap, if any
         self.logger = None
 
     # -- data ------------------------------------------------------------------------------------
@@ -373,7 +378,7 @@ class CodecTrainer:
                     unit="step", dynamic_ncols=True, disable=not (self.progress and self.dist.is_main))
         t0 = self._t0 = time.time()
         interrupted = False
-        last_saved = self.step
+        last_saved = first_step = self.step
         try:
             while self.epoch < t.num_epochs and not self._done():
                 n_batches = 0
@@ -385,6 +390,8 @@ class CodecTrainer:
                     self.history.append({"step": self.step, "elapsed": self.elapsed + time.time() - t0,
                                          **{k: stats[k] for k in ("mel", "wav_l1", "gen", "disc")}})
                     self._log(stats, pbar)
+                    if self.step - first_step == CAP_FORECAST_AFTER_STEPS:
+                        self._forecast_cap(CAP_FORECAST_AFTER_STEPS, time.time() - t0)
                     if t.valid_every > 0 and self.step % t.valid_every == 0:
                         self._log_valid()
                     if t.checkpoint_every > 0 and self.step % t.checkpoint_every == 0:
@@ -461,6 +468,16 @@ class CodecTrainer:
                 self.logger.mel_image(tag, mel_spectrogram(w.reshape(-1).cpu(), self.cfg.model.sample_rate), self.step)
             self.logger.flush()
 
+    def _forecast_cap(self, steps_done: int, seconds: float) -> None:
+        """Warn early when the wall-clock cap will stop the cosine schedule with its learning rate
+        still high: a schedule cut short ends worse than one that fits (docs/quality.md, "A schedule
+        that fits the budget"), and the fix, a shorter train.max_steps, is known after a few steps."""
+        forecast = cap_forecast(steps_done, seconds, self.step, self.cfg.train)
+        if forecast is None or not self.dist.is_main:
+            return
+        self.cap_forecast = forecast.message(self.cfg.train.max_minutes)
+        log.warning(self.cap_forecast)
+
     def _log_valid(self) -> None:
         v = self.validate()
         if v is None:
@@ -474,6 +491,8 @@ class CodecTrainer:
     def summary(self, interrupted: bool, seconds: float) -> dict:
         res = {"steps": self.step, "epochs": self.epoch, "interrupted": interrupted, "seconds": seconds,
                **run_record(self.step, self.epoch, seconds, self.cfg.train, self.capped), **loss_summary(self.history)}
+        if self.cap_forecast:
+            res["cap_forecast"] = self.cap_forecast
         if self.dist.is_main:
             write_summary(self.exp_dir, res)
             if len(self.history) >= 2:

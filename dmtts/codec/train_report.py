@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from dmtts.utils import atomic_path, atomic_write_text
@@ -26,6 +28,49 @@ def run_record(step: int, epoch: int, seconds: float, train_cfg, capped: bool) -
         "max_minutes": float(train_cfg.max_minutes),
         "capped": bool(capped and (train_cfg.max_steps <= 0 or step < train_cfg.max_steps)),
     }
+
+
+@dataclass(frozen=True)
+class CapForecast:
+    """Where ``train.max_minutes`` will stop a cosine schedule, from the pace of the first steps."""
+
+    seconds_per_step: float
+    stop_step: int  # the step the cap is expected to stop the run at
+    max_steps: int  # the schedule's length (train.max_steps)
+    lr_fraction: float  # the learning rate there, as a fraction of the peak
+    fitting_max_steps: int  # a train.max_steps whose schedule ends inside the cap at this pace
+
+    def message(self, max_minutes: float) -> str:
+        return (f"train.max_minutes={max_minutes:g} will stop this run near step {self.stop_step:,} of its "
+                f"{self.max_steps:,} ({self.seconds_per_step:.3f} s a step so far), with the cosine learning rate "
+                f"still at {100 * self.lr_fraction:.0f} % of its peak. To end the schedule inside the cap, set "
+                f"train.max_steps to about {self.fitting_max_steps:,}")
+
+
+def cosine_lr_fraction(step: int, max_steps: int, lr_min_ratio: float) -> float:
+    """The learning rate of ``CosineAnnealingLR(T_max=max_steps, eta_min=lr_min_ratio * peak)``
+    after ``step`` steps, as a fraction of the peak."""
+    return lr_min_ratio + (1.0 - lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps))
+
+
+def cap_forecast(steps_done: int, seconds: float, step: int, train_cfg, margin: float = 0.97) -> CapForecast | None:
+    """Forecast whether the wall-clock cap cuts the cosine schedule short: ``steps_done`` steps of
+    this invocation took ``seconds``, and the run is at ``step``. None when the schedule ends inside
+    the cap, when there is no cap or no cosine schedule, or before any step was timed.
+
+    ``fitting_max_steps`` keeps ``margin`` of the cap (validation and checkpoints also take time)
+    and is rounded down to a hundred."""
+    t = train_cfg
+    if t.scheduler != "cosine" or t.max_minutes <= 0 or t.max_steps <= 0 or steps_done <= 0 or seconds <= 0:
+        return None
+    pace = seconds / steps_done
+    left = 60.0 * t.max_minutes - seconds  # this invocation's cap, counted from its start
+    stop_step = step + int(left / pace)
+    if stop_step >= t.max_steps:
+        return None
+    fitting = int((step - steps_done) + margin * 60.0 * t.max_minutes / pace) // 100 * 100
+    return CapForecast(pace, stop_step, t.max_steps, cosine_lr_fraction(stop_step, t.max_steps, t.lr_min_ratio),
+                       max(fitting, 100))
 
 
 def loss_summary(history: list[dict]) -> dict:
