@@ -119,7 +119,9 @@ def test_cap_forecast_says_where_the_cap_cuts_the_cosine_schedule_and_what_fits(
     assert 0.29 < f.lr_fraction < 0.30
     assert f.fitting_max_steps == 9000  # 0.97 * 3600 / 0.385 = 9,070, rounded down to a hundred
     msg = f.message(60.0)
-    assert "near step 9,350 of its 12,000" in msg and "29 % of its peak" in msg and "train.max_steps to about 9,000" in msg
+    assert msg == ("train.max_minutes=60 will stop this run near step 9,350 of its 12,000 (0.385 s a step so far), "
+                   "with the cosine learning rate at 29 % of its peak there; a train.max_steps of about 9,000 would "
+                   "end the schedule inside the cap")
     # a resumed invocation: the cap counts from its own start, after the steps already trained
     resumed = cap_forecast(200, 77.0, 2200, cfg(max_steps=20000))
     assert resumed.stop_step == 11350 and resumed.fitting_max_steps == 11000

@@ -101,7 +101,7 @@ def test_a_cap_that_will_cut_the_cosine_schedule_is_forecast_early_and_recorded(
         summary = _run(cfg, tmp_path / "exp")
     assert summary["capped"] and summary["steps"] < 100000
     forecast = summary["cap_forecast"]
-    assert "of its 100,000" in forecast and "set train.max_steps to about" in forecast
+    assert "of its 100,000" in forecast and "a train.max_steps of about" in forecast
     assert forecast in caplog.text
     assert json.loads((tmp_path / "exp/train_summary.json").read_text())["cap_forecast"] == forecast
     # a schedule that ends inside the cap gets no forecast

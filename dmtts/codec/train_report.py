@@ -43,8 +43,8 @@ class CapForecast:
     def message(self, max_minutes: float) -> str:
         return (f"train.max_minutes={max_minutes:g} will stop this run near step {self.stop_step:,} of its "
                 f"{self.max_steps:,} ({self.seconds_per_step:.3f} s a step so far), with the cosine learning rate "
-                f"still at {100 * self.lr_fraction:.0f} % of its peak. To end the schedule inside the cap, set "
-                f"train.max_steps to about {self.fitting_max_steps:,}")
+                f"at {100 * self.lr_fraction:.0f} % of its peak there; a train.max_steps of about "
+                f"{self.fitting_max_steps:,} would end the schedule inside the cap")
 
 
 def cosine_lr_fraction(step: int, max_steps: int, lr_min_ratio: float) -> float:
