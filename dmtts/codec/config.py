@@ -193,6 +193,12 @@ class TrainConfig:
     # used and the generator learns from the waveform, mel, commitment and distillation losses
     # alone (0 = adversarial from the first step, as in the paper)
     adversarial_start_step: int = 0
+    # quantizer dropout (SoundStream, EnCodec): the probability that a step decodes only the first
+    # n levels, n uniform in 1..n_q-1, so that the decoder learns every bitrate and tolerates
+    # missing upper levels (what a NAR's wrong codes are). The RVQ, its commitment loss and the
+    # distillation still see every level. 0: off (the paper). The draw is a function of the seed
+    # and the step: identical on every rank and after --resume.
+    quantizer_dropout: float = 0.0
     log_every: int = 10
     valid_every: int = 500
     checkpoint_every: int = 1000
@@ -352,6 +358,10 @@ def validate(cfg: CodecTrainingConfig) -> None:
         raise DmttsError("train.scheduler 'cosine' needs train.max_steps > 0 (the cosine period)")
     if m.n_q < 1 or m.codebook_size < 2:
         raise DmttsError("model.n_q must be >= 1 and model.codebook_size >= 2")
+    if not 0.0 <= cfg.train.quantizer_dropout <= 1.0:
+        raise DmttsError(f"train.quantizer_dropout must be a probability in [0, 1], got {cfg.train.quantizer_dropout}")
+    if cfg.train.quantizer_dropout > 0 and m.n_q < 2:
+        raise DmttsError("train.quantizer_dropout needs model.n_q >= 2 (with one level there is none to drop)")
     if m.codebook_size > 32768:
         raise DmttsError("model.codebook_size must be <= 32768 (codes are stored as int16)")
 

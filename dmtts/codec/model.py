@@ -128,12 +128,14 @@ class DMCodec(nn.Module):
         return wav
 
     # -- training forward ---------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, decoder_levels: int | None = None) -> CodecOutput:
+        """Training forward; ``decoder_levels`` decodes only the first that many levels
+        (quantizer dropout, ``train.quantizer_dropout``) while every level is quantized."""
         wav = self._check_wav(wav)
         n = wav.shape[-1]
         track = self.pitch_features.track(wav) if self.pitch_features is not None else None
         latents = self._with_pitch(self.encoder(wav), wav, track)
-        q = self.quantizer(latents, n_q=n_q)
+        q = self.quantizer(latents, n_q=n_q, decoder_levels=decoder_levels)
         out, pitch = self.decoder.forward_with_pitch(q.quantized)
         return CodecOutput(wav=out[..., :n], levels=q.levels, commit_loss=q.commit_loss, codes=q.codes,
                            latents=latents, dead_codes=q.dead_codes, replaced=q.replaced, pitch=pitch,

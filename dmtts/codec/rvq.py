@@ -199,16 +199,22 @@ class ResidualVectorQuantizer(nn.Module):
             raise DmttsError(f"n_q={n_q} is out of range: this codec has {self.n_q} RVQ levels (use 1..{self.n_q})")
         return n_q
 
-    def forward(self, x: torch.Tensor, n_q: int | None = None) -> RVQOutput:
+    def forward(self, x: torch.Tensor, n_q: int | None = None, decoder_levels: int | None = None) -> RVQOutput:
         """Quantise latents ``x[B, D, T]``; updates codebooks when ``self.training``.
 
+        ``decoder_levels`` (quantizer dropout): ``quantized`` is the sum of only the first that
+        many levels, while codes, levels, commitment and codebook updates cover all ``n_q``.
         Runs in fp32 whatever the autocast state; the outputs are fp32 (gradients reach ``x`` in
         its own dtype through the cast)."""
         n_q = self._check_nq(n_q)
-        with fp32_region(x):
-            return self._forward_fp32(x.float(), n_q)
+        if decoder_levels is not None and not 1 <= decoder_levels <= n_q:
+            from dmtts.errors import DmttsError
 
-    def _forward_fp32(self, x: torch.Tensor, n_q: int) -> RVQOutput:
+            raise DmttsError(f"decoder_levels={decoder_levels} is out of range: use 1..{n_q}")
+        with fp32_region(x):
+            return self._forward_fp32(x.float(), n_q, decoder_levels or n_q)
+
+    def _forward_fp32(self, x: torch.Tensor, n_q: int, decoder_levels: int) -> RVQOutput:
         B, D, T = x.shape
         residual = x.transpose(1, 2).reshape(-1, D)  # [N, D], keeps the graph to the encoder
         flat_x = residual
@@ -226,7 +232,8 @@ class ResidualVectorQuantizer(nn.Module):
                 layer.ema_update_(r_det.float(), idx)
             commit = commit + F.mse_loss(residual, q.detach())
             levels.append((residual + (q - residual).detach()).reshape(B, T, D).transpose(1, 2))
-            quantized_sum = quantized_sum + q
+            if len(codes) < decoder_levels:
+                quantized_sum = quantized_sum + q
             codes.append(idx.reshape(B, T))
             residual = residual - q.detach()
             if not self.residual_gradient:

@@ -55,8 +55,8 @@ class Generator(nn.Module):
         super().__init__()
         self.codec, self.distiller = codec, distiller
 
-    def forward(self, wav, lm_feats=None, sm_feats=None):
-        out = self.codec(wav)
+    def forward(self, wav, lm_feats=None, sm_feats=None, decoder_levels=None):
+        out = self.codec(wav, decoder_levels=decoder_levels)
         distill, parts = self.distiller(out.levels, lm_feats, sm_feats)
         return out, distill, parts
 
@@ -219,8 +219,9 @@ class CodecTrainer:
         sm = batch["sm_feats"].to(self.device) if batch.get("sm_feats") is not None else None
         self.gen_ddp.train()
         self.disc_ddp.train()
+        decoder_levels = self.decoder_levels(self.step)
         with self._autocast():
-            out, distill, parts = self.gen_ddp(x, lm, sm)
+            out, distill, parts = self.gen_ddp(x, lm, sm, decoder_levels=decoder_levels)
         x_hat = out.wav.float()
         adversarial = self.step >= self.cfg.train.adversarial_start_step
         if adversarial:
@@ -251,12 +252,23 @@ class CodecTrainer:
             self._step_schedulers()
         stats = {"gen": g_loss.item(), "disc": d_loss.item(), "adv": adv.item(), "fm": fm.item(),
                  "mel": mel.item(), "wav_l1": wav.item(), "stft": stft.item(), "commit": commit.item(), "distill": float(distill.detach()),
-                 "dead_codes": float(out.dead_codes), **parts}
+                 "dead_codes": float(out.dead_codes), "decoder_levels": float(decoder_levels or len(out.levels)), **parts}
         if pitch_stats:
             stats.update(f0_l1=f0.item(), voicing_bce=voicing.item(), **pitch_stats)
         self._last_codes, self._last_replaced = out.codes.detach(), out.replaced
         self._last = (x[0], x_hat[0].detach())
         return stats
+
+    def decoder_levels(self, step: int) -> int | None:
+        """Quantizer dropout: the number of levels the decoder gets at ``step`` (None: all). A
+        function of the seed and the step only, so every rank and a resumed run draw the same."""
+        p, n_q = self.cfg.train.quantizer_dropout, self.cfg.model.n_q
+        if p <= 0:
+            return None
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step)
+        if torch.rand((), generator=g).item() >= p:
+            return None
+        return int(torch.randint(1, n_q, (), generator=g).item())
 
     def _step_schedulers(self) -> None:
         """Advance both learning-rate schedules together, so that discriminators that start late
