@@ -403,3 +403,14 @@ def validate_periodic(cfg: CodecTrainingConfig) -> None:
         raise DmttsError("loss.lambda_stft > 0 needs loss.stft_ffts (e.g. [512, 1024, 2048])")
     if not 0.0 <= cfg.train.lr_min_ratio < 1.0:
         raise DmttsError(f"train.lr_min_ratio must be in [0, 1), got {cfg.train.lr_min_ratio}")
+
+
+def checkpoint_model_config(saved: dict | None) -> dict | None:
+    """A checkpoint's model config with today's defaults filled in: a key added since it was
+    saved (an option that is off by default) does not make its run a different model."""
+    if saved is None:
+        return None
+    try:
+        return to_dict(from_dict(CodecModelConfig, saved))
+    except DmttsError:  # a key this version does not know: a different model
+        return saved

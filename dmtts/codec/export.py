@@ -81,7 +81,8 @@ def validate_averages(checkpoint: str | Path, counts: list[int], valid_cuts: str
     and ``max_valid_batches``) of the mean of the ``n`` newest checkpoints up to ``checkpoint``,
     for each ``n`` in ``counts``, averaged as ``export_checkpoint(avg=n)`` does: how to choose
     ``--avg`` on the development set rather than on the test set."""
-    from dmtts.codec.train import CodecTrainer, _load_cuts
+    from dmtts.codec.train import CodecTrainer
+    from dmtts.data.codec_dataset import load_training_cuts
 
     if not counts or min(counts) < 1:
         raise DmttsError(f"--avg takes checkpoint counts of at least 1, got {counts}")
@@ -91,7 +92,7 @@ def validate_averages(checkpoint: str | Path, counts: list[int], valid_cuts: str
     if not cuts:
         raise DmttsError(f"the run of '{path}' has no data.valid_cuts: pass --valid-cuts")
     trainer = CodecTrainer(cfg, path.parent.parent, progress=False)
-    trainer.valid_cuts = _load_cuts(cuts, "valid_cuts")
+    trainer.valid_cuts = load_training_cuts(cuts, "valid_cuts")
     trainer.distiller.load_state_dict(ckpt["distiller"])
     paths = checkpoints_ending_at(path, max(counts))
     states = {p: load_checkpoint(p, restore_rng=False)["generator"] for p in paths}

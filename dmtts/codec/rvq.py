@@ -298,3 +298,15 @@ class ResidualVectorQuantizer(nn.Module):
             q = self.layers[k].dequantize(idx)  # [B, T, D]
             out = q if out is None else out + q
         return out.transpose(1, 2)
+
+
+def quantizer_dropout_levels(p: float, n_q: int, seed: int, step: int) -> int | None:
+    """Quantizer dropout (``train.quantizer_dropout``): with probability ``p`` the number of
+    levels the decoder gets at ``step``, uniform in 1..n_q-1; else None (all of them). A function
+    of the seed and the step only, so every rank and a resumed run draw the same."""
+    if p <= 0:
+        return None
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    if torch.rand((), generator=g).item() >= p:
+        return None
+    return int(torch.randint(1, n_q, (), generator=g).item())

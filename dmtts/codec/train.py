@@ -28,23 +28,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dmtts.codec.config import CodecModelConfig, CodecTrainingConfig
+from dmtts.codec.config import CodecTrainingConfig, checkpoint_model_config
 from dmtts.codec.discriminators import Discriminators
 from dmtts.codec.distill import Distiller
 from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
                                 feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
+from dmtts.codec.rvq import quantizer_dropout_levels
 from dmtts.codec.pitch import pitch_loss
 from dmtts.codec.train_report import cap_forecast, loss_summary, plot_losses, run_record, write_summary
-from dmtts.config import from_dict, save_config, to_dict
+from dmtts.config import save_config, to_dict
 from dmtts.errors import DmttsError
+from dmtts.data.codec_dataset import load_training_cuts
 from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dmtts.train.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, is_dist
 
 log = logging.getLogger("dmtts.codec.train")
 
-# After this many steps of an invocation, forecast whether train.max_minutes will cut the cosine
-# schedule short (warned once; recorded in train_summary.json as "cap_forecast").
+# steps of an invocation after which to forecast where train.max_minutes cuts the cosine schedule
 CAP_FORECAST_AFTER_STEPS = 200
 
 
@@ -59,22 +60,6 @@ class Generator(nn.Module):
         out = self.codec(wav, decoder_levels=decoder_levels)
         distill, parts = self.distiller(out.levels, lm_feats, sm_feats)
         return out, distill, parts
-
-
-def _load_cuts(path: str, what: str):
-    from lhotse import CutSet
-
-    from dmtts.data.shar import is_shar_dir, open_shar
-
-    if not path:
-        raise DmttsError(f"data.{what} is not set in the config: give a lhotse cuts file (.jsonl.gz) "
-                         "or a Shar directory (dmtts shar export)")
-    if is_shar_dir(path):
-        return open_shar(path)  # lazy; each rank and worker reads its own shards (dmtts.data.shar)
-    if not Path(path).is_file():
-        raise DmttsError(f"data.{what} '{path}' does not exist: run data preparation "
-                         "(dmtts prepare ...) or fix the path in the config")
-    return CutSet.from_file(path)
 
 
 class CodecTrainer:
@@ -189,7 +174,7 @@ class CodecTrainer:
 
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, restore_rng=True)
-        if _model_config(ckpt.get("config", {}).get("model")) != to_dict(self.cfg)["model"]:
+        if checkpoint_model_config(ckpt.get("config", {}).get("model")) != to_dict(self.cfg)["model"]:
             raise DmttsError(f"checkpoint '{path}' was trained with a different model config; "
                              "use a new --exp-dir or the original config")
         self.codec.load_state_dict(ckpt["generator"])
@@ -260,15 +245,9 @@ class CodecTrainer:
         return stats
 
     def decoder_levels(self, step: int) -> int | None:
-        """Quantizer dropout: the number of levels the decoder gets at ``step`` (None: all). A
-        function of the seed and the step only, so every rank and a resumed run draw the same."""
-        p, n_q = self.cfg.train.quantizer_dropout, self.cfg.model.n_q
-        if p <= 0:
-            return None
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step)
-        if torch.rand((), generator=g).item() >= p:
-            return None
-        return int(torch.randint(1, n_q, (), generator=g).item())
+        """Quantizer dropout: how many levels the decoder gets at ``step`` (None: all)."""
+        t = self.cfg.train
+        return quantizer_dropout_levels(t.quantizer_dropout, self.cfg.model.n_q, t.seed, step)
 
     def _step_schedulers(self) -> None:
         """Advance both learning-rate schedules together, so that discriminators that start late
@@ -365,8 +344,8 @@ class CodecTrainer:
 
     def run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
-        self.train_cuts = _load_cuts(cfg.data.train_cuts, "train_cuts")
-        self.valid_cuts = _load_cuts(cfg.data.valid_cuts, "valid_cuts") if cfg.data.valid_cuts else None
+        self.train_cuts = load_training_cuts(cfg.data.train_cuts, "train_cuts")
+        self.valid_cuts = load_training_cuts(cfg.data.valid_cuts, "valid_cuts") if cfg.data.valid_cuts else None
         self.train_ds = self._dataset(random_crop=True)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         if self.resume:
@@ -481,11 +460,8 @@ class CodecTrainer:
             self.logger.flush()
 
     def _forecast_cap(self, steps_done: int, seconds: float) -> None:
-        """Say early where the wall-clock cap will stop the cosine schedule: a capped run's model is
-        that of a schedule cut short, and the ``max_steps`` that would end inside the cap is known
-        after a few steps. Which is better is a measurement: on the quality codec, a schedule that
-        fit (9,000 steps) was not better than the 12,000-step one cut at 9,357 and averaged
-        (docs/quality.md, "A schedule that fits the budget")."""
+        """Say early where the wall-clock cap will stop the cosine schedule and which max_steps would
+        end inside it (which is better is a measurement: docs/quality.md, "A schedule that fits the budget")."""
         forecast = cap_forecast(steps_done, seconds, self.step, self.cfg.train)
         if forecast is None or not self.dist.is_main:
             return
@@ -520,14 +496,3 @@ def train(cfg: CodecTrainingConfig, exp_dir: str | Path, resume: bool = False, p
         return trainer.run()
     finally:
         cleanup_distributed()
-
-
-def _model_config(saved: dict | None) -> dict | None:
-    """A checkpoint's model config with today's defaults filled in: a key added since it was
-    saved (an option that is off by default) does not make its run a different model."""
-    if saved is None:
-        return None
-    try:
-        return to_dict(from_dict(CodecModelConfig, saved))
-    except DmttsError:  # a key this version does not know: a different model
-        return saved

@@ -150,3 +150,24 @@ def make_sampler(cuts, batch_size: int, crop_seconds: float, kind: str = "simple
                                        drop_last=drop_last, seed=seed, world_size=world_size, rank=rank)
     return SimpleCutSampler(cuts, max_cuts=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
                             world_size=world_size, rank=rank)
+
+
+def load_training_cuts(path: str, what: str):
+    """The cuts of config key ``data.<what>``: a lhotse cuts file, or a Shar directory (read
+    lazily; each rank and worker reads its own shards, ``dmtts.data.shar``)."""
+    from pathlib import Path
+
+    from lhotse import CutSet
+
+    from dmtts.data.shar import is_shar_dir, open_shar
+    from dmtts.errors import DmttsError
+
+    if not path:
+        raise DmttsError(f"data.{what} is not set in the config: give a lhotse cuts file (.jsonl.gz) "
+                         "or a Shar directory (dmtts shar export)")
+    if is_shar_dir(path):
+        return open_shar(path)
+    if not Path(path).is_file():
+        raise DmttsError(f"data.{what} '{path}' does not exist: run data preparation "
+                         "(dmtts prepare ...) or fix the path in the config")
+    return CutSet.from_file(path)
