@@ -34,12 +34,12 @@ from dmtts.codec.distill import Distiller
 from dmtts.codec.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, commitment_loss, discriminator_adv_loss,
                                 feature_matching_loss, generator_adv_loss, waveform_l1)
 from dmtts.codec.model import DMCodec
-from dmtts.codec.rvq import quantizer_dropout_levels
 from dmtts.codec.pitch import pitch_loss
+from dmtts.codec.rvq import quantizer_dropout_levels
 from dmtts.codec.train_report import cap_forecast, loss_summary, plot_losses, run_record, write_summary
 from dmtts.config import save_config, to_dict
-from dmtts.errors import DmttsError
 from dmtts.data.codec_dataset import load_training_cuts
+from dmtts.errors import DmttsError
 from dmtts.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from dmtts.train.distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed, is_dist
 
